@@ -1,0 +1,227 @@
+//! Validated configuration: addresses parsed as IP literals, durations and
+//! ranges checked, transports chosen. Every error is one clear line.
+
+use crate::cli::TargetArgs;
+use crate::policy::Policy;
+use crate::probe::ping::validate_target;
+use crate::probe::ProbeConfig;
+use crate::report::Thresholds;
+use crate::state::ServiceState;
+use crate::threshold::Range;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The external address pinged by default: a public anycast resolver that
+/// answers ICMP. Override with `--external`; tests always do.
+pub const DEFAULT_EXTERNAL: &str = "1.1.1.1";
+pub const DEFAULT_URI: &str = "qemu:///system";
+/// `--timeout` is bounded so a typo cannot stall a monitoring system.
+const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Where the VMs come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    Libvirt { uri: String },
+    Sockets { named: Vec<(String, PathBuf)>, globs: Vec<String> },
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: Source,
+    pub domains: Vec<String>,
+    pub probe: ProbeConfig,
+    pub thresholds: Thresholds,
+    pub timeout: Duration,
+    pub jobs: usize,
+    pub verbose: u8,
+}
+
+/// A usage or configuration error: the run does not start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// `800ms`, `2s`, `1m`; a bare number is seconds (Nagios `-t 10`).
+pub fn parse_duration(option: &str, text: &str) -> Result<Duration, ConfigError> {
+    let text = text.trim();
+    let parsed = match text.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 && secs <= MAX_TIMEOUT.as_secs_f64() => {
+            Ok(Duration::from_secs_f64(secs))
+        }
+        Ok(_) => Err(()),
+        Err(_) => humantime::parse_duration(text).map_err(|_| ()),
+    };
+    match parsed {
+        Ok(d) if !d.is_zero() && d <= MAX_TIMEOUT => Ok(d),
+        _ => Err(ConfigError(format!(
+            "invalid duration for {option}: '{text}' (examples: 800ms, 2s, 1m; up to 1h)"
+        ))),
+    }
+}
+
+pub fn parse_address(option: &str, text: &str) -> Result<IpAddr, ConfigError> {
+    let addr: IpAddr = text.trim().parse().map_err(|_| {
+        ConfigError(format!("invalid address for {option}: '{text}' is not an IP address"))
+    })?;
+    validate_target(addr).map_err(|e| ConfigError(format!("invalid address for {option}: {e}")))
+}
+
+fn parse_range(option: &str, text: Option<&str>) -> Result<Option<Range>, ConfigError> {
+    text.map(|t| {
+        t.parse::<Range>()
+            .map_err(|e| ConfigError(format!("{option}: {e}")))
+    })
+    .transpose()
+}
+
+fn parse_socket(spec: &str) -> Result<(String, PathBuf), ConfigError> {
+    match spec.split_once('=') {
+        Some((name, path)) if !name.trim().is_empty() && !path.is_empty() => {
+            Ok((name.to_string(), PathBuf::from(path)))
+        }
+        _ => Err(ConfigError(format!(
+            "invalid --socket '{spec}': expected NAME=PATH"
+        ))),
+    }
+}
+
+impl Config {
+    pub fn from_args(args: &TargetArgs) -> Result<Config, ConfigError> {
+        let source = if !args.socket.is_empty() || !args.socket_glob.is_empty() {
+            let named = args
+                .socket
+                .iter()
+                .map(|s| parse_socket(s))
+                .collect::<Result<Vec<_>, _>>()?;
+            Source::Sockets {
+                named,
+                globs: args.socket_glob.clone(),
+            }
+        } else {
+            Source::Libvirt {
+                uri: args.connect.clone().unwrap_or_else(|| DEFAULT_URI.to_string()),
+            }
+        };
+        let timeout = parse_duration("--timeout", &args.timeout)?;
+        let ping_timeout = parse_duration("--ping-timeout", &args.ping_timeout)?;
+        let command_timeout = parse_duration("--command-timeout", &args.command_timeout)?;
+        let external = parse_address(
+            "--external",
+            args.external.as_deref().unwrap_or(DEFAULT_EXTERNAL),
+        )?;
+        let fallback_gateway = args
+            .gateway
+            .as_deref()
+            .map(|g| parse_address("--gateway", g))
+            .transpose()?;
+        let agent_down_state: ServiceState = args
+            .agent_down_state
+            .parse()
+            .map_err(|e| ConfigError(format!("--agent-down-state: {e}")))?;
+        let warning = parse_range("--warning", args.warning.as_deref())?;
+        let critical = parse_range("--critical", args.critical.as_deref())?;
+        if args.jobs == 0 || args.jobs > 1024 {
+            return Err(ConfigError(format!(
+                "invalid --jobs {}: expected 1 to 1024",
+                args.jobs
+            )));
+        }
+        Ok(Config {
+            source,
+            domains: args.domains.clone(),
+            probe: ProbeConfig {
+                external: (!args.no_exec).then_some(external),
+                fallback_gateway,
+                external_networks: args.external_networks.clone(),
+                ping_timeout,
+                command_timeout,
+                no_exec: args.no_exec,
+                policy: Policy {
+                    agent_down_state,
+                    rtt_warning: warning.clone(),
+                    rtt_critical: critical.clone(),
+                },
+            },
+            thresholds: Thresholds { warning, critical },
+            timeout,
+            jobs: args.jobs,
+            verbose: args.verbose,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> TargetArgs {
+        TargetArgs {
+            ping_timeout: "1s".into(),
+            timeout: "10s".into(),
+            command_timeout: "3s".into(),
+            jobs: 8,
+            agent_down_state: "unknown".into(),
+            ..TargetArgs::default()
+        }
+    }
+
+    #[test]
+    fn durations_accept_humantime_and_bare_seconds() {
+        assert_eq!(parse_duration("-t", "800ms").unwrap(), Duration::from_millis(800));
+        assert_eq!(parse_duration("-t", "10").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("-t", "1.5").unwrap(), Duration::from_millis(1500));
+        for bad in ["0", "-1", "abc", "", "2h", "NaN", "1e9"] {
+            assert!(parse_duration("-t", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn addresses_must_be_unicast_ip_literals() {
+        assert!(parse_address("--external", "198.51.100.1").is_ok());
+        assert!(parse_address("--external", "2001:db8::1").is_ok());
+        for bad in ["example.com", "-c 1", "1.2.3.4; reboot", "0.0.0.0", "224.0.0.1", ""] {
+            let e = parse_address("--external", bad).unwrap_err();
+            assert!(e.0.starts_with("invalid address for --external"), "{e}");
+        }
+    }
+
+    #[test]
+    fn defaults_and_sources() {
+        let c = Config::from_args(&args()).unwrap();
+        assert_eq!(c.source, Source::Libvirt { uri: DEFAULT_URI.into() });
+        assert_eq!(c.probe.external, Some(DEFAULT_EXTERNAL.parse().unwrap()));
+        let mut a = args();
+        a.socket = vec!["vm 1=/tmp/x.sock".into()];
+        a.no_exec = true;
+        let c = Config::from_args(&a).unwrap();
+        assert_eq!(
+            c.source,
+            Source::Sockets { named: vec![("vm 1".into(), "/tmp/x.sock".into())], globs: vec![] }
+        );
+        assert_eq!(c.probe.external, None);
+    }
+
+    #[test]
+    fn bad_input_is_one_clear_line() {
+        let mut a = args();
+        a.socket = vec!["nopath".into()];
+        assert!(Config::from_args(&a).unwrap_err().0.contains("NAME=PATH"));
+        let mut a = args();
+        a.warning = Some("10:5".into());
+        assert!(Config::from_args(&a).unwrap_err().0.starts_with("--warning"));
+        let mut a = args();
+        a.agent_down_state = "bad".into();
+        assert!(Config::from_args(&a).is_err());
+        let mut a = args();
+        a.jobs = 0;
+        assert!(Config::from_args(&a).is_err());
+    }
+}

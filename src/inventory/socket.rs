@@ -1,0 +1,155 @@
+//! VMs given as guest agent unix sockets: `--socket NAME=PATH` and
+//! `--socket-glob PATTERN` (Proxmox VE: `/var/run/qemu-server/*.qga`).
+
+use super::{AgentConnector, ChannelState, Inventory, InventoryError, VmTarget};
+use crate::qga::socket::SocketTransport;
+use crate::qga::{AgentError, AgentTransport};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub struct SocketConnector {
+    pub path: PathBuf,
+}
+
+impl AgentConnector for SocketConnector {
+    fn connect(&self, timeout: Duration) -> Result<Box<dyn AgentTransport>, AgentError> {
+        Ok(Box::new(SocketTransport::connect(&self.path, timeout)?))
+    }
+}
+
+/// Named sockets plus glob patterns, resolved when listed.
+#[derive(Debug, Clone, Default)]
+pub struct SocketInventory {
+    pub sockets: Vec<(String, PathBuf)>,
+    pub globs: Vec<String>,
+}
+
+/// Matches `name` against a shell-style pattern with `*` and `?`.
+pub fn wildcard_match(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    let (mut pi, mut ni) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+/// Expands a pattern whose wildcards are in the last path component. A VM's
+/// name is the file stem (`101.qga` → `101`).
+pub fn expand_glob(pattern: &str) -> Result<Vec<(String, PathBuf)>, InventoryError> {
+    let path = Path::new(pattern);
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file_pattern = path
+        .file_name()
+        .and_then(|f| f.to_str())
+        .ok_or_else(|| InventoryError(format!("invalid socket glob '{pattern}'")))?;
+    if dir.to_string_lossy().contains(['*', '?']) {
+        return Err(InventoryError(format!(
+            "socket glob '{pattern}': wildcards are only supported in the file name"
+        )));
+    }
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| InventoryError(format!("cannot read {}: {e}", dir.display())))?;
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(file_name) = file_name.to_str() else {
+            continue;
+        };
+        if !wildcard_match(file_pattern, file_name) {
+            continue;
+        }
+        let full = entry.path();
+        let name = full
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or(file_name)
+            .to_string();
+        found.push((name, full));
+    }
+    Ok(found)
+}
+
+impl Inventory for SocketInventory {
+    fn list(&self, selection: &[String]) -> Result<Vec<VmTarget>, InventoryError> {
+        let mut all = self.sockets.clone();
+        for pattern in &self.globs {
+            all.extend(expand_glob(pattern)?);
+        }
+        all.sort();
+        all.dedup_by(|a, b| a.0 == b.0);
+        for wanted in selection {
+            if !all.iter().any(|(name, _)| name == wanted) {
+                return Err(InventoryError(format!("unknown VM '{wanted}'")));
+            }
+        }
+        Ok(all
+            .into_iter()
+            .filter(|(name, _)| selection.is_empty() || selection.contains(name))
+            .map(|(name, path)| VmTarget {
+                name,
+                uuid: None,
+                running: true,
+                channel: ChannelState::Unknown,
+                nics: Vec::new(),
+                connector: Box::new(SocketConnector { path }),
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards() {
+        assert!(wildcard_match("*.qga", "101.qga"));
+        assert!(wildcard_match("1?1.qga", "101.qga"));
+        assert!(!wildcard_match("*.qga", "101.qmp"));
+        assert!(wildcard_match("*", ""));
+        assert!(!wildcard_match("a*b", "ac"));
+        assert!(wildcard_match("a*b*c", "aXbYbZc"));
+    }
+
+    #[test]
+    fn glob_lists_matching_sockets_with_stems_as_names() {
+        let dir = std::env::temp_dir().join(format!("vmnp-glob-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["101.qga", "102.qga", "101.qmp"] {
+            std::fs::write(dir.join(f), "").unwrap();
+        }
+        let inv = SocketInventory {
+            sockets: vec![],
+            globs: vec![format!("{}/*.qga", dir.display())],
+        };
+        let names: Vec<String> = inv.list(&[]).unwrap().into_iter().map(|t| t.name).collect();
+        assert_eq!(names, ["101", "102"]);
+        assert!(inv.list(&["999".into()]).is_err());
+        assert_eq!(inv.list(&["102".into()]).unwrap().len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn glob_in_directory_part_is_refused() {
+        assert!(expand_glob("/run/*/x.qga").is_err());
+    }
+}

@@ -1,0 +1,18 @@
+//! vmnetprobe: for every running VM, asks the QEMU guest agent (no guest
+//! network involved) to ping the VM's gateways and an external address, and
+//! reports the result to Nagios/Icinga, Zabbix or Telegraf.
+//!
+//! One probe core produces a [`report::Report`]; each renderer in [`output`]
+//! is a pure function of it.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod inventory;
+pub mod output;
+pub mod policy;
+pub mod probe;
+pub mod qga;
+pub mod report;
+pub mod state;
+pub mod threshold;

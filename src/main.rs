@@ -1,0 +1,75 @@
+//! The vmnetprobe binary: silence libvirt's stderr printer, parse, run,
+//! print, exit. Everything else lives in the library.
+
+use clap::Parser;
+use std::io::Write;
+use std::process::ExitCode;
+use vmnetprobe::app;
+use vmnetprobe::cli::{Args, Command};
+use vmnetprobe::config::{Config, ConfigError};
+
+/// Exit code for usage and configuration errors (the plugin API's UNKNOWN).
+const USAGE_EXIT: u8 = 3;
+
+fn print(text: &str) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    // A closed stdout (monitoring system gave up) is not worth a panic.
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+    ExitCode::SUCCESS
+}
+
+fn main() -> ExitCode {
+    // libvirt prints every error to stderr by default; monitoring systems
+    // would read that as output. Errors are handled as values instead.
+    #[cfg(feature = "libvirt")]
+    virt::error::clear_error_callback();
+
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                print(&e.to_string());
+                return ExitCode::SUCCESS;
+            }
+            let first = e.to_string();
+            let first = first.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+            let in_nagios_mode = std::env::args().nth(1).as_deref() == Some("nagios");
+            if in_nagios_mode {
+                print(&format!("VMNETPROBE UNKNOWN - {first}\n"));
+            } else {
+                eprintln!("vmnetprobe: {first} (see --help)");
+            }
+            return ExitCode::from(USAGE_EXIT);
+        }
+    };
+    let config = match Config::from_args(args.command.target()) {
+        Ok(c) => c,
+        Err(e) => return config_failure(&args.command, &e),
+    };
+    if let Command::Telegraf { execd: true, .. } = args.command {
+        let stdin = std::io::stdin();
+        let mut input = stdin.lock();
+        let mut stdout = std::io::stdout().lock();
+        return match app::run_execd(&args.command, &config, &mut input, &mut stdout) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::from(1),
+        };
+    }
+    let report = app::collect(&config);
+    let rendered = app::render(&args.command, &report);
+    print(&rendered.text);
+    ExitCode::from(rendered.exit_code)
+}
+
+fn config_failure(command: &Command, error: &ConfigError) -> ExitCode {
+    let (stdout, stderr) = app::config_error(Some(command), error);
+    if let Some(text) = stdout {
+        print(&text);
+    }
+    if let Some(text) = stderr {
+        eprint!("{text}");
+    }
+    ExitCode::from(USAGE_EXIT)
+}

@@ -1,0 +1,658 @@
+//! The per-VM probe: agent capabilities, guest OS, NICs and gateways, then
+//! all pings of the VM started at once and polled to the end. Errors are
+//! data: every failure becomes a state and a reason on the VM or its NICs.
+
+pub mod exec;
+pub mod gateway;
+pub mod ping;
+pub mod runner;
+
+use crate::inventory::{ChannelState, NicConfig, VmTarget};
+use crate::policy::{Finding, PingTarget, Policy};
+use crate::qga::{Agent, AgentError, GuestInfo, GuestInterface};
+use crate::report::{
+    AgentReport, GatewaySource, GuestOs, NicKind, NicReport, TargetReport, Verdict, VmReport,
+};
+use crate::state::ServiceState;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// What every VM is probed with.
+#[derive(Debug, Clone)]
+pub struct ProbeConfig {
+    /// Pinged from every guest that has an external NIC.
+    pub external: Option<IpAddr>,
+    /// `--gateway`: used for NICs whose gateway could not be found.
+    pub fallback_gateway: Option<IpAddr>,
+    /// libvirt network or bridge names (socket mode: guest interface names)
+    /// whose NICs are `external`.
+    pub external_networks: Vec<String>,
+    pub ping_timeout: Duration,
+    /// Upper bound for one agent command.
+    pub command_timeout: Duration,
+    /// Never run anything in the guest.
+    pub no_exec: bool,
+    pub policy: Policy,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig {
+            external: None,
+            fallback_gateway: None,
+            external_networks: Vec::new(),
+            ping_timeout: Duration::from_secs(1),
+            command_timeout: Duration::from_secs(3),
+            no_exec: false,
+            policy: Policy::default(),
+        }
+    }
+}
+
+/// Time granted to a ping beyond its own timeout: agent round trips, and
+/// fork/exec in slow (emulated) guests.
+const PING_GRACE: Duration = Duration::from_secs(2);
+const ZERO_MAC: &str = "00:00:00:00:00:00";
+
+/// A NIC while its probe is under way.
+struct NicProbe {
+    mac: String,
+    config: Option<NicConfig>,
+    guest: Option<GuestInterface>,
+    kind: NicKind,
+    gateway: Option<(IpAddr, GatewaySource)>,
+    finding: Option<Finding>,
+}
+
+impl NicProbe {
+    fn ips(&self) -> Vec<IpAddr> {
+        self.guest
+            .as_ref()
+            .map(|g| g.ips.iter().map(|(ip, _)| *ip).collect())
+            .unwrap_or_default()
+    }
+
+    /// The guest's interface name when known, else the host's tap device.
+    fn name(&self) -> Option<String> {
+        self.guest
+            .as_ref()
+            .map(|g| g.name.clone())
+            .or_else(|| self.config.as_ref().and_then(|c| c.host_dev.clone()))
+    }
+}
+
+/// Which ping binary works in this guest, learned on the first exec.
+#[derive(Debug, Clone, Copy)]
+enum PingFlavor {
+    Linux(usize),
+    Windows,
+}
+
+struct VmProbe<'c> {
+    cfg: &'c ProbeConfig,
+    os: GuestOs,
+    agent: Verdict,
+    agent_version: Option<String>,
+    exec_enabled: Option<bool>,
+    nics: Vec<NicProbe>,
+    /// `None` when the external check does not apply to this VM.
+    external: Option<(IpAddr, Option<Finding>)>,
+}
+
+fn classify_kind(cfg: &ProbeConfig, names: &[Option<&str>]) -> NicKind {
+    let external = names
+        .iter()
+        .flatten()
+        .any(|name| cfg.external_networks.iter().any(|n| n == name));
+    if external {
+        NicKind::External
+    } else {
+        NicKind::Internal
+    }
+}
+
+impl<'c> VmProbe<'c> {
+    fn new(target: &VmTarget, cfg: &'c ProbeConfig) -> Self {
+        let nics = target
+            .nics
+            .iter()
+            .map(|c| NicProbe {
+                mac: c.mac.clone(),
+                kind: classify_kind(cfg, &[c.network.as_deref(), c.bridge.as_deref()]),
+                config: Some(c.clone()),
+                guest: None,
+                gateway: None,
+                finding: None,
+            })
+            .collect();
+        let mut probe = VmProbe {
+            cfg,
+            os: GuestOs::Unknown,
+            agent: cfg.policy.verdict(&Finding::AgentUp(String::new())),
+            agent_version: None,
+            exec_enabled: None,
+            nics,
+            external: None,
+        };
+        probe.update_external_applicability();
+        probe
+    }
+
+    /// The external ping applies unless `--external-network` is in use and
+    /// this VM has no NIC on such a network.
+    fn update_external_applicability(&mut self) {
+        let applies = self.cfg.external.is_some()
+            && !self.cfg.no_exec
+            && (self.cfg.external_networks.is_empty()
+                || self.nics.iter().any(|n| n.kind == NicKind::External));
+        self.external = match (applies, self.cfg.external) {
+            (true, Some(addr)) => Some((addr, self.external.take().and_then(|(_, f)| f))),
+            _ => None,
+        };
+    }
+
+    /// The agent could not be used: it and every undecided check get the reason.
+    fn agent_failed(&mut self, finding: Finding) {
+        let verdict = self.cfg.policy.verdict(&finding);
+        self.agent = verdict;
+        for nic in &mut self.nics {
+            nic.finding.get_or_insert_with(|| finding.clone());
+        }
+        if let Some((_, slot)) = &mut self.external {
+            slot.get_or_insert(finding);
+        }
+    }
+
+    fn run(&mut self, target: &VmTarget, deadline: Instant) {
+        if !target.running {
+            return self.agent_failed(Finding::VmNotRunning);
+        }
+        match target.channel {
+            ChannelState::Missing => return self.agent_failed(Finding::Agent(AgentError::NoChannel)),
+            ChannelState::Disconnected => {
+                return self.agent_failed(Finding::Agent(AgentError::NotConnected))
+            }
+            ChannelState::Connected | ChannelState::Unknown => {}
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let mut transport = match target
+            .connector
+            .connect(remaining.min(self.cfg.command_timeout))
+        {
+            Ok(t) => t,
+            Err(e) => return self.agent_failed(Finding::Agent(e)),
+        };
+        let mut agent = Agent::new(transport.as_mut(), self.cfg.command_timeout, deadline);
+        if let Err(e) = self.run_with_agent(&mut agent) {
+            self.agent_failed(Finding::Agent(e));
+        }
+    }
+
+    fn run_with_agent(&mut self, agent: &mut Agent<'_>) -> Result<(), AgentError> {
+        let info = agent.info()?;
+        self.agent_version = Some(info.version.clone());
+        self.agent = self.cfg.policy.verdict(&Finding::AgentUp(info.version.clone()));
+        let exec_enabled = info.supports("guest-exec") && info.supports("guest-exec-status");
+        self.exec_enabled = Some(exec_enabled);
+        let may_exec = exec_enabled && !self.cfg.no_exec;
+
+        self.os = detect_os(agent, &info, may_exec)?;
+        self.read_interfaces(agent, &info)?;
+        self.find_gateways(agent, &info, may_exec)?;
+        self.decide_before_ping(exec_enabled);
+        if may_exec {
+            self.ping_all(agent)?;
+        }
+        Ok(())
+    }
+
+    fn read_interfaces(&mut self, agent: &mut Agent<'_>, info: &GuestInfo) -> Result<(), AgentError> {
+        let interfaces = if info.supports("guest-network-get-interfaces") {
+            match agent.interfaces() {
+                Ok(list) => list,
+                Err(e) if exec::is_session_fatal(&e) => return Err(e),
+                Err(e) => {
+                    let finding = Finding::Agent(e);
+                    for nic in &mut self.nics {
+                        nic.finding = Some(finding.clone());
+                    }
+                    return Ok(());
+                }
+            }
+        } else {
+            let finding = Finding::Agent(AgentError::NotFound {
+                command: "guest-network-get-interfaces".into(),
+            });
+            for nic in &mut self.nics {
+                nic.finding = Some(finding.clone());
+            }
+            return Ok(());
+        };
+        if self.nics.is_empty() {
+            // No host-side NIC list (socket mode): the guest's NICs are the NICs.
+            for iface in interfaces {
+                let Some(mac) = iface.mac.clone().filter(|m| m != ZERO_MAC) else {
+                    continue;
+                };
+                if self.nics.iter().any(|n| n.mac == mac) {
+                    continue;
+                }
+                self.nics.push(NicProbe {
+                    kind: classify_kind(self.cfg, &[Some(iface.name.as_str())]),
+                    mac,
+                    config: None,
+                    guest: Some(iface),
+                    gateway: None,
+                    finding: None,
+                });
+            }
+            self.nics.sort_by(|a, b| a.mac.cmp(&b.mac));
+            self.update_external_applicability();
+        } else {
+            for nic in &mut self.nics {
+                // Matched by MAC: guest names (eth0, "Ethernet 2") never match host tap names.
+                nic.guest = interfaces
+                    .iter()
+                    .find(|g| g.mac.as_deref() == Some(nic.mac.as_str()))
+                    .cloned();
+                if nic.guest.is_none() {
+                    nic.finding = Some(Finding::NicMissing);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn find_gateways(
+        &mut self,
+        agent: &mut Agent<'_>,
+        info: &GuestInfo,
+        may_exec: bool,
+    ) -> Result<(), AgentError> {
+        if self.nics.iter().all(|n| n.guest.is_none()) {
+            return Ok(());
+        }
+        if self.os != GuestOs::Windows && info.supports("guest-network-get-route") {
+            match agent.routes() {
+                Ok(routes) => {
+                    let by_iface = gateway::gateways_from_routes(&routes);
+                    self.assign_by_name(&by_iface, GatewaySource::AgentRoute);
+                }
+                Err(e) if exec::is_session_fatal(&e) => return Err(e),
+                Err(_) => {}
+            }
+        } else if may_exec {
+            self.gateways_from_guest_exec(agent)?;
+        }
+        for nic in &mut self.nics {
+            if nic.gateway.is_some() {
+                continue;
+            }
+            let ips = nic.ips();
+            if let Some(net) = nic.config.as_ref() {
+                if let Some(gw) = gateway::gateway_from_network(&net.network_addresses, &ips) {
+                    nic.gateway = Some((gw, GatewaySource::LibvirtNetwork));
+                }
+            }
+        }
+        self.assign_fallback_gateway();
+        Ok(())
+    }
+
+    fn assign_by_name(
+        &mut self,
+        by_iface: &std::collections::BTreeMap<String, IpAddr>,
+        source: GatewaySource,
+    ) {
+        for nic in &mut self.nics {
+            if let Some(gw) = nic.guest.as_ref().and_then(|g| by_iface.get(&g.name)) {
+                nic.gateway = Some((*gw, source));
+            }
+        }
+    }
+
+    fn gateways_from_guest_exec(&mut self, agent: &mut Agent<'_>) -> Result<(), AgentError> {
+        let until = agent.deadline().min(Instant::now() + self.cfg.command_timeout);
+        if self.os == GuestOs::Windows {
+            let args = gateway::windows_route_args();
+            match exec::run_and_wait(agent, gateway::WINDOWS_ROUTE_PATH, &args, None, until) {
+                Ok(Some(status)) => {
+                    let by_ip = gateway::gateways_from_route_print(&status.stdout);
+                    for nic in &mut self.nics {
+                        let gw = nic.ips().iter().find_map(|ip| by_ip.get(ip).copied());
+                        if let Some(gw) = gw {
+                            nic.gateway = Some((gw, GatewaySource::GuestRouteTable));
+                        }
+                    }
+                }
+                Err(e) if exec::is_session_fatal(&e) => return Err(e),
+                _ => {}
+            }
+            return Ok(());
+        }
+        let args = gateway::linux_route_args();
+        for path in gateway::LINUX_IP_PATHS {
+            match exec::run_and_wait(agent, path, &args, Some(ping::LINUX_ENV), until) {
+                Ok(Some(status)) => {
+                    let by_iface = gateway::gateways_from_ip_route(&status.stdout);
+                    self.assign_by_name(&by_iface, GatewaySource::GuestRouteTable);
+                    return Ok(());
+                }
+                Ok(None) => return Ok(()),
+                Err(e) if exec::is_missing_program(&e) => continue,
+                Err(e) if exec::is_session_fatal(&e) => return Err(e),
+                Err(_) => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+
+    fn assign_fallback_gateway(&mut self) {
+        let Some(gw) = self.cfg.fallback_gateway else {
+            return;
+        };
+        let in_subnet = self.nics.iter().position(|n| {
+            n.gateway.is_none()
+                && n.guest
+                    .as_ref()
+                    .is_some_and(|g| gateway::in_nic_subnet(gw, &g.ips))
+        });
+        let chosen = in_subnet.or_else(|| {
+            self.nics
+                .iter()
+                .position(|n| n.gateway.is_none() && n.guest.is_some())
+        });
+        if let Some(i) = chosen {
+            self.nics[i].gateway = Some((gw, GatewaySource::User));
+        }
+    }
+
+    /// Settles every NIC that will not be pinged, and says why.
+    fn decide_before_ping(&mut self, exec_enabled: bool) {
+        for nic in &mut self.nics {
+            if nic.finding.is_some() {
+                continue;
+            }
+            let link_down = nic.config.as_ref().is_some_and(|c| c.link_down);
+            nic.finding = if link_down {
+                Some(Finding::LinkDown)
+            } else if nic.ips().is_empty() {
+                Some(Finding::NoAddress)
+            } else if nic.gateway.is_none() {
+                Some(Finding::NoGateway)
+            } else if self.cfg.no_exec {
+                let ips: Vec<String> = nic.ips().iter().map(ToString::to_string).collect();
+                Some(Finding::NotChecked(format!("up, {} (--no-exec)", ips.join(" "))))
+            } else if !exec_enabled {
+                Some(Finding::ExecDisabled)
+            } else {
+                None
+            };
+        }
+        if let Some((_, slot @ None)) = &mut self.external {
+            if !exec_enabled {
+                *slot = Some(Finding::ExecDisabled);
+            }
+        }
+    }
+
+    /// Starts every pending ping, then polls them together.
+    fn ping_all(&mut self, agent: &mut Agent<'_>) -> Result<(), AgentError> {
+        // Slot: Some(i) = NIC i's gateway, None = the external target.
+        let mut pending: Vec<(Option<usize>, PingTarget, String)> = Vec::new();
+        for (i, nic) in self.nics.iter_mut().enumerate() {
+            if nic.finding.is_some() {
+                continue;
+            }
+            let Some((gw, _)) = nic.gateway else { continue };
+            let zone = nic.guest.as_ref().map(|g| g.name.as_str());
+            match ping::target_argument(gw, zone) {
+                Ok(arg) => pending.push((Some(i), PingTarget::Gateway(gw), arg)),
+                Err(e) => nic.finding = Some(Finding::PingError(e)),
+            }
+        }
+        if let Some((addr, slot @ None)) = &mut self.external {
+            match ping::target_argument(*addr, None) {
+                Ok(arg) => pending.push((None, PingTarget::External(*addr), arg)),
+                Err(e) => *slot = Some(Finding::PingError(e)),
+            }
+        }
+        if pending.is_empty() {
+            return Ok(());
+        }
+
+        let mut flavor = match self.os {
+            GuestOs::Windows => PingFlavor::Windows,
+            _ => PingFlavor::Linux(0),
+        };
+        let mut started: Vec<(Option<usize>, PingTarget, i64)> = Vec::new();
+        for (slot, target, arg) in pending {
+            match start_ping(agent, &mut flavor, target, &arg, self.cfg.ping_timeout) {
+                Ok(pid) => started.push((slot, target, pid)),
+                Err(StartError::Fatal(e)) => return Err(e),
+                Err(StartError::Finding(f)) => self.settle(slot, f),
+            }
+        }
+        let limit = self.cfg.ping_timeout + PING_GRACE;
+        let until = agent.deadline().min(Instant::now() + limit);
+        let pids: Vec<i64> = started.iter().map(|(_, _, pid)| *pid).collect();
+        let results = exec::wait_all(agent, &pids, until)?;
+        for ((slot, target, _), result) in started.into_iter().zip(results) {
+            let finding = match result {
+                Some(Ok(status)) => match flavor {
+                    PingFlavor::Windows => ping::classify_windows(target, &status),
+                    PingFlavor::Linux(_) => ping::classify_linux(target, &status),
+                },
+                Some(Err(e)) => Finding::PingError(e.to_string()),
+                None => Finding::PingUnfinished(limit),
+            };
+            self.settle(slot, finding);
+        }
+        Ok(())
+    }
+
+    fn settle(&mut self, slot: Option<usize>, finding: Finding) {
+        match slot {
+            Some(i) => {
+                if let Some(nic) = self.nics.get_mut(i) {
+                    nic.finding = Some(finding);
+                }
+            }
+            None => {
+                if let Some((_, f)) = &mut self.external {
+                    *f = Some(finding);
+                }
+            }
+        }
+    }
+
+    fn into_report(self, target: &VmTarget, started: Instant) -> VmReport {
+        let policy = &self.cfg.policy;
+        let nics: Vec<NicReport> = self
+            .nics
+            .into_iter()
+            .map(|nic| {
+                let finding = nic.finding.clone().unwrap_or(Finding::NoGateway);
+                let rtt_ms = match finding {
+                    Finding::Reachable(_, rtt) => rtt,
+                    _ => None,
+                };
+                NicReport {
+                    name: nic.name(),
+                    ips: nic.ips(),
+                    host_dev: nic.config.as_ref().and_then(|c| c.host_dev.clone()),
+                    network: nic
+                        .config
+                        .as_ref()
+                        .and_then(|c| c.network.clone().or_else(|| c.bridge.clone())),
+                    gateway: nic.gateway.map(|(gw, _)| gw),
+                    gateway_source: nic.gateway.map(|(_, source)| source),
+                    kind: nic.kind,
+                    verdict: policy.verdict(&finding),
+                    rtt_ms,
+                    mac: nic.mac,
+                }
+            })
+            .collect();
+        let external = self.external.map(|(address, finding)| {
+            let finding = finding.unwrap_or(Finding::PingError("not run".into()));
+            let rtt_ms = match finding {
+                Finding::Reachable(_, rtt) => rtt,
+                _ => None,
+            };
+            TargetReport {
+                address,
+                verdict: policy.verdict(&finding),
+                rtt_ms,
+            }
+        });
+        let verdict = summarize(&self.agent, &nics, external.as_ref());
+        VmReport {
+            name: target.name.clone(),
+            uuid: target.uuid.clone(),
+            os: self.os,
+            verdict,
+            agent: AgentReport {
+                verdict: self.agent,
+                version: self.agent_version,
+                exec_enabled: self.exec_enabled,
+            },
+            nics,
+            external,
+            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        }
+    }
+}
+
+enum StartError {
+    Fatal(AgentError),
+    Finding(Finding),
+}
+
+fn start_ping(
+    agent: &mut Agent<'_>,
+    flavor: &mut PingFlavor,
+    target: PingTarget,
+    arg: &str,
+    timeout: Duration,
+) -> Result<i64, StartError> {
+    let addr = match target {
+        PingTarget::Gateway(a) | PingTarget::External(a) => a,
+    };
+    loop {
+        let result = match *flavor {
+            PingFlavor::Windows => agent.exec(
+                ping::WINDOWS_PING_PATH,
+                &ping::windows_args(addr, arg, timeout),
+                None,
+            ),
+            PingFlavor::Linux(i) => {
+                let Some(path) = ping::LINUX_PING_PATHS.get(i) else {
+                    return Err(StartError::Finding(Finding::PingMissing));
+                };
+                agent.exec(path, &ping::linux_args(arg, timeout), Some(ping::LINUX_ENV))
+            }
+        };
+        match result {
+            Ok(pid) => return Ok(pid),
+            Err(e) if exec::is_session_fatal(&e) => return Err(StartError::Fatal(e)),
+            Err(AgentError::Disabled { .. }) => return Err(StartError::Finding(Finding::ExecDisabled)),
+            Err(e) if exec::is_missing_program(&e) => match flavor {
+                PingFlavor::Linux(i) => *i += 1,
+                PingFlavor::Windows => return Err(StartError::Finding(Finding::PingMissing)),
+            },
+            Err(AgentError::Command { desc, .. }) if desc.contains("ermission denied") => {
+                return Err(StartError::Finding(Finding::PingDenied(desc)))
+            }
+            Err(e) => return Err(StartError::Finding(Finding::PingError(e.to_string()))),
+        }
+    }
+}
+
+/// The OS from `guest-get-osinfo`; where that is missing, the original
+/// method: `cmd.exe` runs on Windows and cannot be found on Linux.
+fn detect_os(agent: &mut Agent<'_>, info: &GuestInfo, may_exec: bool) -> Result<GuestOs, AgentError> {
+    if info.supports("guest-get-osinfo") {
+        match agent.osinfo() {
+            Ok(os) if os.is_windows() => return Ok(GuestOs::Windows),
+            Ok(os) if os.id.is_some() || os.kernel_release.is_some() => return Ok(GuestOs::Linux),
+            Ok(_) => {}
+            Err(e) if exec::is_session_fatal(&e) => return Err(e),
+            Err(_) => {}
+        }
+    }
+    if !may_exec {
+        return Ok(GuestOs::Unknown);
+    }
+    let args = ["/c".to_string(), "ver".to_string()];
+    let until = agent.deadline().min(Instant::now() + Duration::from_secs(5));
+    match exec::run_and_wait(agent, "cmd.exe", &args, None, until) {
+        Ok(_) => Ok(GuestOs::Windows),
+        Err(e) if exec::is_missing_program(&e) => Ok(GuestOs::Linux),
+        Err(e) if exec::is_session_fatal(&e) => Err(e),
+        Err(_) => Ok(GuestOs::Unknown),
+    }
+}
+
+/// The VM's verdict: the worst of agent, NICs (in MAC order) and external;
+/// the first component with that state gives the code and the reason.
+pub fn summarize(agent: &Verdict, nics: &[NicReport], external: Option<&TargetReport>) -> Verdict {
+    let mut worst: Option<(ServiceState, &'static str, String)> = None;
+    let mut consider = |verdict: &Verdict, label: Option<String>| {
+        if worst.as_ref().is_some_and(|(s, _, _)| *s >= verdict.state) {
+            return;
+        }
+        let reason = match label {
+            Some(label) => format!("{label}: {}", verdict.reason),
+            None => verdict.reason.clone(),
+        };
+        worst = Some((verdict.state, verdict.code, reason));
+    };
+    consider(agent, None);
+    for nic in nics {
+        // An agent failure already explains every NIC.
+        if nic.verdict == *agent {
+            continue;
+        }
+        let label = nic.name.clone().unwrap_or_else(|| nic.mac.clone());
+        consider(&nic.verdict, Some(label));
+    }
+    if let Some(ext) = external {
+        if ext.verdict != *agent {
+            consider(&ext.verdict, None);
+        }
+    }
+    let Some((state, code, reason)) = worst else {
+        return agent.clone();
+    };
+    if state != ServiceState::Ok {
+        return Verdict::new(state, code, reason);
+    }
+    let pinged = nics.iter().filter(|n| n.verdict.code == "ok").count();
+    let mut parts = vec![format!("{} NIC{}", nics.len(), if nics.len() == 1 { "" } else { "s" })];
+    if pinged > 0 {
+        parts.push(format!("{pinged} gateway{} reachable", if pinged == 1 { "" } else { "s" }));
+    }
+    if let Some(ext) = external {
+        parts.push(ext.verdict.reason.clone());
+    }
+    Verdict::new(ServiceState::Ok, "ok", parts.join(", "))
+}
+
+/// Probes one VM until `deadline`. Never fails: problems are in the report.
+pub fn probe_vm(target: &VmTarget, cfg: &ProbeConfig, deadline: Instant) -> VmReport {
+    let started = Instant::now();
+    let mut probe = VmProbe::new(target, cfg);
+    probe.run(target, deadline);
+    probe.into_report(target, started)
+}
+
+/// The report of a VM whose probe did not finish before the overall deadline.
+pub fn timed_out_report(target: &VmTarget, cfg: &ProbeConfig, limit: Duration) -> VmReport {
+    let mut probe = VmProbe::new(target, cfg);
+    probe.agent_failed(Finding::TimedOut(limit));
+    probe.into_report(target, Instant::now() - limit)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,235 @@
+//! A guest agent reached directly on a unix socket (qemu-ga `-m unix-listen`,
+//! Proxmox VE's `/var/run/qemu-server/<vmid>.qga`).
+//!
+//! The stream may hold leftovers from an earlier client or a late reply to a
+//! command we gave up on, so every session (and every command after a timeout)
+//! starts with the `guest-sync-delimited` handshake: send 0xFF (resets the
+//! agent's parser), discard everything up to the agent's 0xFF sentinel, then
+//! require our own random id back. Every read is bounded in size and time.
+
+use super::{classify_agent_error, AgentError, AgentTransport};
+use serde_json::Value;
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The largest reply accepted. guest-info is ~6 KiB, interfaces of a busy
+/// container host a few hundred KiB; anything beyond this is refused.
+pub const MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
+const SENTINEL: u8 = 0xFF;
+
+pub struct SocketTransport {
+    stream: UnixStream,
+    buffer: Vec<u8>,
+    next_id: u64,
+    /// Set after a timeout or protocol error: re-sync before the next command.
+    needs_sync: bool,
+}
+
+fn io_error(err: std::io::Error, command: &str) -> AgentError {
+    match err.kind() {
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => AgentError::Timeout {
+            command: command.to_string(),
+        },
+        _ => AgentError::Disconnected(err.to_string()),
+    }
+}
+
+/// An id for guest-sync that an earlier client cannot have used; below 2^53
+/// so JSON libraries that use doubles keep it exact.
+fn fresh_id() -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    (nanos ^ (u64::from(std::process::id()) << 32)) & ((1 << 53) - 1)
+}
+
+impl SocketTransport {
+    /// Connects and performs the sync handshake within `timeout`.
+    pub fn connect(path: &Path, timeout: Duration) -> Result<Self, AgentError> {
+        let stream = UnixStream::connect(path).map_err(|e| match e.kind() {
+            ErrorKind::NotFound => AgentError::Connect(format!("{}: no such socket", path.display())),
+            ErrorKind::ConnectionRefused => {
+                AgentError::Connect(format!("{}: no agent listening", path.display()))
+            }
+            ErrorKind::PermissionDenied => {
+                AgentError::PermissionDenied(format!("cannot open {}", path.display()))
+            }
+            _ => AgentError::Connect(format!("{}: {e}", path.display())),
+        })?;
+        let mut transport = SocketTransport {
+            stream,
+            buffer: Vec::new(),
+            next_id: fresh_id(),
+            needs_sync: true,
+        };
+        transport.sync(Instant::now() + timeout)?;
+        Ok(transport)
+    }
+
+    fn write_all(&mut self, bytes: &[u8], deadline: Instant, command: &str) -> Result<(), AgentError> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(AgentError::Timeout { command: command.into() });
+        }
+        self.stream
+            .set_write_timeout(Some(remaining))
+            .map_err(|e| io_error(e, command))?;
+        self.stream.write_all(bytes).map_err(|e| io_error(e, command))
+    }
+
+    /// Reads more bytes into the buffer, honouring the deadline and the size cap.
+    fn fill(&mut self, deadline: Instant, command: &str) -> Result<(), AgentError> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(AgentError::Timeout { command: command.into() });
+        }
+        if self.buffer.len() >= MAX_REPLY_BYTES {
+            return Err(AgentError::Protocol(format!(
+                "reply to {command} is larger than {} MiB",
+                MAX_REPLY_BYTES / (1024 * 1024)
+            )));
+        }
+        self.stream
+            .set_read_timeout(Some(remaining))
+            .map_err(|e| io_error(e, command))?;
+        let mut chunk = [0u8; 16 * 1024];
+        match self.stream.read(&mut chunk) {
+            Ok(0) => Err(AgentError::Disconnected("agent closed the connection".into())),
+            Ok(n) => {
+                self.buffer.extend_from_slice(&chunk[..n]);
+                Ok(())
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => Ok(()),
+            Err(e) => Err(io_error(e, command)),
+        }
+    }
+
+    /// Returns the next `\n`-terminated line (without it).
+    fn read_line(&mut self, deadline: Instant, command: &str) -> Result<Vec<u8>, AgentError> {
+        let mut scanned = 0;
+        loop {
+            if let Some(pos) = self.buffer[scanned..].iter().position(|b| *b == b'\n') {
+                let end = scanned + pos;
+                let line = self.buffer[..end].to_vec();
+                self.buffer.drain(..=end);
+                return Ok(line);
+            }
+            scanned = self.buffer.len();
+            self.fill(deadline, command)?;
+        }
+    }
+
+    fn sync(&mut self, deadline: Instant) -> Result<(), AgentError> {
+        const COMMAND: &str = "guest-sync-delimited";
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1) & ((1 << 53) - 1);
+        self.buffer.clear();
+        let mut request = vec![SENTINEL];
+        request.extend_from_slice(
+            format!(r#"{{"execute":"{COMMAND}","arguments":{{"id":{id}}}}}"#).as_bytes(),
+        );
+        request.push(b'\n');
+        self.write_all(&request, deadline, COMMAND)?;
+        let mut wrong_id = None;
+        loop {
+            // Discard everything before the sentinel, including the parse error
+            // the agent reports for our own 0xFF.
+            let sentinel = loop {
+                if let Some(pos) = self.buffer.iter().position(|b| *b == SENTINEL) {
+                    break pos;
+                }
+                self.buffer.clear();
+                match self.fill(deadline, COMMAND) {
+                    Ok(()) => {}
+                    Err(AgentError::Timeout { .. }) if wrong_id.is_some() => {
+                        return Err(AgentError::Protocol(format!(
+                            "agent answered guest-sync-delimited with id {} instead of {id}",
+                            wrong_id.unwrap_or_default()
+                        )));
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            self.buffer.drain(..=sentinel);
+            let line = self.read_line(deadline, COMMAND)?;
+            let reply: Value = match serde_json::from_slice(&line) {
+                Ok(v) => v,
+                Err(_) => continue,
+            };
+            match reply.get("return").and_then(Value::as_u64) {
+                Some(got) if got == id => {
+                    self.needs_sync = false;
+                    return Ok(());
+                }
+                other => wrong_id = Some(other.unwrap_or_default()),
+            }
+        }
+    }
+
+    fn exchange(
+        &mut self,
+        command: &str,
+        arguments: Option<&Value>,
+        deadline: Instant,
+    ) -> Result<Value, AgentError> {
+        if self.needs_sync {
+            self.sync(deadline)?;
+        }
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1) & ((1 << 53) - 1);
+        let mut request = serde_json::json!({ "execute": command, "id": id });
+        if let (Some(args), Some(map)) = (arguments, request.as_object_mut()) {
+            map.insert("arguments".into(), args.clone());
+        }
+        let mut bytes = serde_json::to_vec(&request)
+            .map_err(|e| AgentError::Protocol(format!("cannot encode request: {e}")))?;
+        bytes.push(b'\n');
+        self.write_all(&bytes, deadline, command)?;
+        loop {
+            let line = self.read_line(deadline, command)?;
+            let line = line.strip_prefix(&[SENTINEL]).unwrap_or(&line);
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let reply: Value = serde_json::from_slice(line).map_err(|_| {
+                AgentError::Protocol(format!("reply to {command} is not JSON"))
+            })?;
+            // The agent echoes our id; another id is a stale reply to a
+            // command we gave up on.
+            if let Some(echoed) = reply.get("id") {
+                if echoed.as_u64() != Some(id) {
+                    continue;
+                }
+            }
+            if let Some(value) = reply.get("return") {
+                return Ok(value.clone());
+            }
+            if let Some(error) = reply.get("error") {
+                let class = error.get("class").and_then(Value::as_str);
+                let desc = error.get("desc").and_then(Value::as_str).unwrap_or("");
+                return Err(classify_agent_error(command, class, desc));
+            }
+            return Err(AgentError::Protocol(format!(
+                "reply to {command} has neither return nor error"
+            )));
+        }
+    }
+}
+
+impl AgentTransport for SocketTransport {
+    fn execute(
+        &mut self,
+        command: &str,
+        arguments: Option<&Value>,
+        timeout: Duration,
+    ) -> Result<Value, AgentError> {
+        let result = self.exchange(command, arguments, Instant::now() + timeout);
+        if let Err(AgentError::Timeout { .. } | AgentError::Protocol(_)) = &result {
+            self.needs_sync = true;
+        }
+        result
+    }
+}

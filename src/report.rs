@@ -1,0 +1,183 @@
+//! The result model: what the probe found, per VM and per NIC. Every renderer
+//! reads this and nothing else.
+
+use crate::state::ServiceState;
+use crate::threshold::Range;
+use serde::Serialize;
+use std::net::IpAddr;
+
+/// One run over all selected VMs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// VMs sorted by name.
+    pub vms: Vec<VmReport>,
+    /// The external address pinged from every guest (absent with `--no-exec`).
+    pub external_target: Option<IpAddr>,
+    /// RTT thresholds in milliseconds, as given with `-w`/`-c`.
+    pub thresholds: Thresholds,
+    /// Set when the run could not even list VMs (libvirt unreachable, ...).
+    /// Such a report has no VMs and is UNKNOWN.
+    pub fatal: Option<String>,
+    /// Start of the run, Unix epoch nanoseconds: the one timestamp of the run.
+    pub timestamp_ns: u64,
+    /// Wall time of the whole run.
+    pub duration_ms: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Thresholds {
+    pub warning: Option<Range>,
+    pub critical: Option<Range>,
+}
+
+/// A state with its stable machine code (e.g. `gateway_unreachable`) and a
+/// one-line human reason.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verdict {
+    pub state: ServiceState,
+    pub code: &'static str,
+    pub reason: String,
+}
+
+impl Verdict {
+    pub fn new(state: ServiceState, code: &'static str, reason: impl Into<String>) -> Self {
+        Verdict {
+            state,
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GuestOs {
+    Linux,
+    Windows,
+    Unknown,
+}
+
+impl GuestOs {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GuestOs::Linux => "linux",
+            GuestOs::Windows => "windows",
+            GuestOs::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NicKind {
+    Internal,
+    External,
+}
+
+impl NicKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NicKind::Internal => "internal",
+            NicKind::External => "external",
+        }
+    }
+}
+
+/// Where a NIC's gateway address came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GatewaySource {
+    /// `guest-network-get-route` (qemu-ga 9.1+, Linux).
+    AgentRoute,
+    /// `ip route` run in a Linux guest, or `route print` in a Windows guest.
+    GuestRouteTable,
+    /// The `<ip address>` of the libvirt network the NIC is attached to.
+    LibvirtNetwork,
+    /// `--gateway` on the command line.
+    User,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VmReport {
+    pub name: String,
+    pub uuid: Option<String>,
+    pub os: GuestOs,
+    /// Worst of agent, NICs and external; its reason names the component.
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    pub agent: AgentReport,
+    pub nics: Vec<NicReport>,
+    /// The external ping; `None` when not applicable (`--no-exec`, or a VM
+    /// with only internal NICs while `--external-network` is in use).
+    pub external: Option<TargetReport>,
+    pub duration_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentReport {
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    pub version: Option<String>,
+    /// Whether `guest-exec` and `guest-exec-status` are present and enabled.
+    pub exec_enabled: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NicReport {
+    /// Lowercase MAC: the key that joins libvirt's view and the guest's.
+    pub mac: String,
+    /// The guest's interface name, else the host tap device.
+    pub name: Option<String>,
+    /// Host side device (libvirt `<target dev>`), if any.
+    pub host_dev: Option<String>,
+    /// libvirt network or bridge the NIC is attached to.
+    pub network: Option<String>,
+    pub ips: Vec<IpAddr>,
+    pub gateway: Option<IpAddr>,
+    pub gateway_source: Option<GatewaySource>,
+    #[serde(rename = "type")]
+    pub kind: NicKind,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    pub rtt_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetReport {
+    pub address: IpAddr,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    pub rtt_ms: Option<f64>,
+}
+
+impl Report {
+    /// The state of the whole run: worst VM, or UNKNOWN when the run failed.
+    pub fn state(&self) -> ServiceState {
+        if self.fatal.is_some() {
+            return ServiceState::Unknown;
+        }
+        ServiceState::worst(self.vms.iter().map(|vm| vm.verdict.state))
+    }
+
+    /// How many VMs are in each state, in the order OK, WARNING, CRITICAL, UNKNOWN.
+    pub fn counts(&self) -> StateCounts {
+        let mut counts = StateCounts::default();
+        for vm in &self.vms {
+            match vm.verdict.state {
+                ServiceState::Ok => counts.ok += 1,
+                ServiceState::Warning => counts.warning += 1,
+                ServiceState::Critical => counts.critical += 1,
+                ServiceState::Unknown => counts.unknown += 1,
+            }
+        }
+        counts
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StateCounts {
+    pub ok: usize,
+    pub warning: usize,
+    pub critical: usize,
+    pub unknown: usize,
+}
