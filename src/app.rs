@@ -18,7 +18,9 @@ fn inventory_for(source: &Source) -> Result<Box<dyn Inventory>, InventoryError> 
             globs: globs.clone(),
         })),
         #[cfg(feature = "libvirt")]
-        Source::Libvirt { uri } => Ok(Box::new(crate::inventory::libvirt::LibvirtInventory::open(uri)?)),
+        Source::Libvirt { uri } => Ok(Box::new(crate::inventory::libvirt::LibvirtInventory::open(
+            uri,
+        )?)),
         #[cfg(not(feature = "libvirt"))]
         Source::Libvirt { .. } => Err(InventoryError(
             "built without libvirt support: use --socket or --socket-glob".into(),
@@ -36,7 +38,10 @@ pub fn collect(config: &Config) -> Report {
         .unwrap_or(0);
     let listed = inventory_for(&config.source).and_then(|inv| inv.list(&config.domains));
     let (vms, fatal) = match listed {
-        Ok(targets) => (probe_all(targets, &config.probe, config.jobs, deadline), None),
+        Ok(targets) => (
+            probe_all(targets, &config.probe, config.jobs, deadline),
+            None,
+        ),
         Err(e) => (Vec::new(), Some(e.to_string())),
     };
     if config.verbose > 0 {
@@ -61,8 +66,14 @@ pub fn collect(config: &Config) -> Report {
 pub fn render(command: &Command, report: &Report) -> Rendered {
     match command {
         Command::Nagios(_) => output::render_nagios(report),
-        Command::Discover { what: DiscoverWhat::Vms, .. } => output::render_discovery_vms(report),
-        Command::Discover { what: DiscoverWhat::Nics, .. } => output::render_discovery_nics(report),
+        Command::Discover {
+            what: DiscoverWhat::Vms,
+            ..
+        } => output::render_discovery_vms(report),
+        Command::Discover {
+            what: DiscoverWhat::Nics,
+            ..
+        } => output::render_discovery_nics(report),
         Command::Zabbix(_) => output::render_zabbix(report),
         Command::Telegraf { .. } => output::render_telegraf(report),
         Command::Status { json: true, .. } => output::render_status_json(report),
@@ -72,7 +83,10 @@ pub fn render(command: &Command, report: &Report) -> Rendered {
 
 /// The output for a configuration error, in the mode's own terms: Nagios
 /// wants a status line on stdout, the others an error on stderr.
-pub fn config_error(command: Option<&Command>, error: &ConfigError) -> (Option<String>, Option<String>) {
+pub fn config_error(
+    command: Option<&Command>,
+    error: &ConfigError,
+) -> (Option<String>, Option<String>) {
     match command {
         Some(Command::Nagios(_)) => (Some(format!("VMNETPROBE UNKNOWN - {error}\n")), None),
         _ => (None, Some(format!("vmnetprobe: {error}\n"))),

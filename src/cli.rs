@@ -129,16 +129,60 @@ mod tests {
     #[test]
     fn contract_examples_parse() {
         let a = Args::try_parse_from([
-            "vmnetprobe", "nagios", "--socket", "vm1=/tmp/a.sock", "-w", "100", "-c", "500", "-t", "5s",
-            "--external", "198.51.100.1", "-d", "vm1", "--external-network", "default", "-j", "4",
+            "vmnetprobe",
+            "nagios",
+            "--socket",
+            "vm1=/tmp/a.sock",
+            "-w",
+            "100",
+            "-c",
+            "500",
+            "-t",
+            "5s",
+            "--external",
+            "198.51.100.1",
+            "-d",
+            "vm1",
+            "--external-network",
+            "default",
+            "-j",
+            "4",
         ])
         .unwrap();
         assert!(matches!(a.command, Command::Nagios(_)));
         assert_eq!(a.command.target().socket, ["vm1=/tmp/a.sock"]);
-        let a = Args::try_parse_from(["vmnetprobe", "discover", "nics", "--connect", "qemu:///system"]).unwrap();
-        assert!(matches!(a.command, Command::Discover { what: DiscoverWhat::Nics, .. }));
-        let a = Args::try_parse_from(["vmnetprobe", "telegraf", "--execd", "--socket-glob", "/x/*.qga"]).unwrap();
+        let a = Args::try_parse_from([
+            "vmnetprobe",
+            "discover",
+            "nics",
+            "--connect",
+            "qemu:///system",
+        ])
+        .unwrap();
+        assert!(matches!(
+            a.command,
+            Command::Discover {
+                what: DiscoverWhat::Nics,
+                ..
+            }
+        ));
+        let a = Args::try_parse_from([
+            "vmnetprobe",
+            "telegraf",
+            "--execd",
+            "--socket-glob",
+            "/x/*.qga",
+        ])
+        .unwrap();
         assert!(matches!(a.command, Command::Telegraf { execd: true, .. }));
-        assert!(Args::try_parse_from(["vmnetprobe", "status", "--connect", "x", "--socket", "a=b"]).is_err());
+        assert!(Args::try_parse_from([
+            "vmnetprobe",
+            "status",
+            "--connect",
+            "x",
+            "--socket",
+            "a=b"
+        ])
+        .is_err());
     }
 }

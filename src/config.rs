@@ -22,8 +22,13 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Where the VMs come from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Source {
-    Libvirt { uri: String },
-    Sockets { named: Vec<(String, PathBuf)>, globs: Vec<String> },
+    Libvirt {
+        uri: String,
+    },
+    Sockets {
+        named: Vec<(String, PathBuf)>,
+        globs: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -69,7 +74,9 @@ pub fn parse_duration(option: &str, text: &str) -> Result<Duration, ConfigError>
 
 pub fn parse_address(option: &str, text: &str) -> Result<IpAddr, ConfigError> {
     let addr: IpAddr = text.trim().parse().map_err(|_| {
-        ConfigError(format!("invalid address for {option}: '{text}' is not an IP address"))
+        ConfigError(format!(
+            "invalid address for {option}: '{text}' is not an IP address"
+        ))
     })?;
     validate_target(addr).map_err(|e| ConfigError(format!("invalid address for {option}: {e}")))
 }
@@ -107,7 +114,10 @@ impl Config {
             }
         } else {
             Source::Libvirt {
-                uri: args.connect.clone().unwrap_or_else(|| DEFAULT_URI.to_string()),
+                uri: args
+                    .connect
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_URI.to_string()),
             }
         };
         let timeout = parse_duration("--timeout", &args.timeout)?;
@@ -175,9 +185,15 @@ mod tests {
 
     #[test]
     fn durations_accept_humantime_and_bare_seconds() {
-        assert_eq!(parse_duration("-t", "800ms").unwrap(), Duration::from_millis(800));
+        assert_eq!(
+            parse_duration("-t", "800ms").unwrap(),
+            Duration::from_millis(800)
+        );
         assert_eq!(parse_duration("-t", "10").unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_duration("-t", "1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(
+            parse_duration("-t", "1.5").unwrap(),
+            Duration::from_millis(1500)
+        );
         for bad in ["0", "-1", "abc", "", "2h", "NaN", "1e9"] {
             assert!(parse_duration("-t", bad).is_err(), "{bad}");
         }
@@ -187,7 +203,14 @@ mod tests {
     fn addresses_must_be_unicast_ip_literals() {
         assert!(parse_address("--external", "198.51.100.1").is_ok());
         assert!(parse_address("--external", "2001:db8::1").is_ok());
-        for bad in ["example.com", "-c 1", "1.2.3.4; reboot", "0.0.0.0", "224.0.0.1", ""] {
+        for bad in [
+            "example.com",
+            "-c 1",
+            "1.2.3.4; reboot",
+            "0.0.0.0",
+            "224.0.0.1",
+            "",
+        ] {
             let e = parse_address("--external", bad).unwrap_err();
             assert!(e.0.starts_with("invalid address for --external"), "{e}");
         }
@@ -196,7 +219,12 @@ mod tests {
     #[test]
     fn defaults_and_sources() {
         let c = Config::from_args(&args()).unwrap();
-        assert_eq!(c.source, Source::Libvirt { uri: DEFAULT_URI.into() });
+        assert_eq!(
+            c.source,
+            Source::Libvirt {
+                uri: DEFAULT_URI.into()
+            }
+        );
         assert_eq!(c.probe.external, Some(DEFAULT_EXTERNAL.parse().unwrap()));
         let mut a = args();
         a.socket = vec!["vm 1=/tmp/x.sock".into()];
@@ -204,7 +232,10 @@ mod tests {
         let c = Config::from_args(&a).unwrap();
         assert_eq!(
             c.source,
-            Source::Sockets { named: vec![("vm 1".into(), "/tmp/x.sock".into())], globs: vec![] }
+            Source::Sockets {
+                named: vec![("vm 1".into(), "/tmp/x.sock".into())],
+                globs: vec![]
+            }
         );
         assert_eq!(c.probe.external, None);
     }
@@ -216,7 +247,10 @@ mod tests {
         assert!(Config::from_args(&a).unwrap_err().0.contains("NAME=PATH"));
         let mut a = args();
         a.warning = Some("10:5".into());
-        assert!(Config::from_args(&a).unwrap_err().0.starts_with("--warning"));
+        assert!(Config::from_args(&a)
+            .unwrap_err()
+            .0
+            .starts_with("--warning"));
         let mut a = args();
         a.agent_down_state = "bad".into();
         assert!(Config::from_args(&a).is_err());

@@ -34,7 +34,11 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             let first = e.to_string();
-            let first = first.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+            let first = first
+                .lines()
+                .next()
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ");
             let in_nagios_mode = std::env::args().nth(1).as_deref() == Some("nagios");
             if in_nagios_mode {
                 print(&format!("VMNETPROBE UNKNOWN - {first}\n"));

@@ -114,7 +114,10 @@ impl Policy {
             Finding::TimedOut(limit) => Verdict::new(
                 Unknown,
                 "timed_out",
-                format!("timed out (no result within {})", humantime::format_duration(*limit)),
+                format!(
+                    "timed out (no result within {})",
+                    humantime::format_duration(*limit)
+                ),
             ),
             Finding::Reachable(target, rtt) => self.rtt_verdict(*target, *rtt),
             Finding::Unreachable(target, detail) => {
@@ -129,20 +132,29 @@ impl Policy {
                 };
                 Verdict::new(Critical, code, reason)
             }
-            Finding::PingMissing => Verdict::new(Unknown, "ping_missing", "no ping binary in the guest"),
-            Finding::PingDenied(detail) => {
-                Verdict::new(Unknown, "ping_denied", format!("ping not permitted in the guest: {detail}"))
+            Finding::PingMissing => {
+                Verdict::new(Unknown, "ping_missing", "no ping binary in the guest")
             }
+            Finding::PingDenied(detail) => Verdict::new(
+                Unknown,
+                "ping_denied",
+                format!("ping not permitted in the guest: {detail}"),
+            ),
             Finding::PingError(detail) => {
                 Verdict::new(Unknown, "ping_error", format!("ping failed: {detail}"))
             }
             Finding::PingUnfinished(limit) => Verdict::new(
                 Unknown,
                 "ping_timeout",
-                format!("ping did not finish within {}", humantime::format_duration(*limit)),
+                format!(
+                    "ping did not finish within {}",
+                    humantime::format_duration(*limit)
+                ),
             ),
             Finding::NoGateway => Verdict::new(Ok, "no_gateway", "no gateway known"),
-            Finding::LinkDown => Verdict::new(Critical, "link_down", "link down (libvirt link state)"),
+            Finding::LinkDown => {
+                Verdict::new(Critical, "link_down", "link down (libvirt link state)")
+            }
             Finding::NicMissing => {
                 Verdict::new(Critical, "nic_missing", "NIC not visible in the guest")
             }
@@ -195,28 +207,101 @@ mod tests {
         let cases: Vec<(Finding, ServiceState, &str)> = vec![
             (Finding::VmNotRunning, Critical, "vm_not_running"),
             (Finding::AgentUp("7.2".into()), Ok, "ok"),
-            (Finding::Agent(AgentError::NoChannel), Unknown, "no_agent_channel"),
-            (Finding::Agent(AgentError::NotConnected), Unknown, "agent_not_connected"),
-            (Finding::Agent(AgentError::Timeout { command: "guest-info".into() }), Unknown, "agent_timeout"),
-            (Finding::Agent(AgentError::Disconnected("eof".into())), Unknown, "agent_disconnected"),
-            (Finding::Agent(AgentError::Connect("x".into())), Unknown, "agent_unreachable"),
-            (Finding::Agent(AgentError::Protocol("x".into())), Unknown, "agent_protocol_error"),
-            (Finding::Agent(AgentError::NotRunning), Critical, "vm_not_running"),
-            (Finding::Agent(AgentError::Disabled { command: "guest-info".into() }), Unknown, "agent_command_disabled"),
-            (Finding::Agent(AgentError::NotFound { command: "x".into() }), Unknown, "agent_unsupported"),
-            (Finding::Agent(AgentError::Command { command: "x".into(), desc: "y".into() }), Unknown, "agent_error"),
-            (Finding::Agent(AgentError::PermissionDenied("ro".into())), Unknown, "permission_denied"),
-            (Finding::Agent(AgentError::Host("x".into())), Unknown, "host_error"),
+            (
+                Finding::Agent(AgentError::NoChannel),
+                Unknown,
+                "no_agent_channel",
+            ),
+            (
+                Finding::Agent(AgentError::NotConnected),
+                Unknown,
+                "agent_not_connected",
+            ),
+            (
+                Finding::Agent(AgentError::Timeout {
+                    command: "guest-info".into(),
+                }),
+                Unknown,
+                "agent_timeout",
+            ),
+            (
+                Finding::Agent(AgentError::Disconnected("eof".into())),
+                Unknown,
+                "agent_disconnected",
+            ),
+            (
+                Finding::Agent(AgentError::Connect("x".into())),
+                Unknown,
+                "agent_unreachable",
+            ),
+            (
+                Finding::Agent(AgentError::Protocol("x".into())),
+                Unknown,
+                "agent_protocol_error",
+            ),
+            (
+                Finding::Agent(AgentError::NotRunning),
+                Critical,
+                "vm_not_running",
+            ),
+            (
+                Finding::Agent(AgentError::Disabled {
+                    command: "guest-info".into(),
+                }),
+                Unknown,
+                "agent_command_disabled",
+            ),
+            (
+                Finding::Agent(AgentError::NotFound {
+                    command: "x".into(),
+                }),
+                Unknown,
+                "agent_unsupported",
+            ),
+            (
+                Finding::Agent(AgentError::Command {
+                    command: "x".into(),
+                    desc: "y".into(),
+                }),
+                Unknown,
+                "agent_error",
+            ),
+            (
+                Finding::Agent(AgentError::PermissionDenied("ro".into())),
+                Unknown,
+                "permission_denied",
+            ),
+            (
+                Finding::Agent(AgentError::Host("x".into())),
+                Unknown,
+                "host_error",
+            ),
             (Finding::ExecDisabled, Unknown, "exec_disabled"),
-            (Finding::TimedOut(Duration::from_secs(10)), Unknown, "timed_out"),
+            (
+                Finding::TimedOut(Duration::from_secs(10)),
+                Unknown,
+                "timed_out",
+            ),
             (Finding::Reachable(gw(), Some(1.0)), Ok, "ok"),
             (Finding::Reachable(gw(), None), Ok, "ok"),
-            (Finding::Unreachable(gw(), String::new()), Critical, "gateway_unreachable"),
-            (Finding::Unreachable(ext, "100% loss".into()), Critical, "external_unreachable"),
+            (
+                Finding::Unreachable(gw(), String::new()),
+                Critical,
+                "gateway_unreachable",
+            ),
+            (
+                Finding::Unreachable(ext, "100% loss".into()),
+                Critical,
+                "external_unreachable",
+            ),
             (Finding::PingMissing, Unknown, "ping_missing"),
             (Finding::PingDenied("x".into()), Unknown, "ping_denied"),
             (Finding::PingError("x".into()), Unknown, "ping_error"),
-            (Finding::PingUnfinished(Duration::from_secs(3)), Unknown, "ping_timeout"),
+            (
+                Finding::PingUnfinished(Duration::from_secs(3)),
+                Unknown,
+                "ping_timeout",
+            ),
             (Finding::NoGateway, Ok, "no_gateway"),
             (Finding::LinkDown, Critical, "link_down"),
             (Finding::NicMissing, Critical, "nic_missing"),
@@ -224,7 +309,11 @@ mod tests {
             (Finding::NotChecked("up".into()), Ok, "not_checked"),
         ];
         for (finding, want_state, want_code) in cases {
-            assert_eq!(state(&p, finding.clone()), (want_state, want_code), "{finding:?}");
+            assert_eq!(
+                state(&p, finding.clone()),
+                (want_state, want_code),
+                "{finding:?}"
+            );
         }
     }
 
@@ -234,13 +323,25 @@ mod tests {
             agent_down_state: Critical,
             ..Policy::default()
         };
-        assert_eq!(state(&p, Finding::Agent(AgentError::NotConnected)).0, Critical);
         assert_eq!(
-            state(&p, Finding::Agent(AgentError::Timeout { command: "x".into() })).0,
+            state(&p, Finding::Agent(AgentError::NotConnected)).0,
+            Critical
+        );
+        assert_eq!(
+            state(
+                &p,
+                Finding::Agent(AgentError::Timeout {
+                    command: "x".into()
+                })
+            )
+            .0,
             Critical
         );
         assert_eq!(state(&p, Finding::ExecDisabled).0, Unknown);
-        assert_eq!(state(&p, Finding::Agent(AgentError::PermissionDenied("x".into()))).0, Unknown);
+        assert_eq!(
+            state(&p, Finding::Agent(AgentError::PermissionDenied("x".into()))).0,
+            Unknown
+        );
     }
 
     #[test]
@@ -251,10 +352,19 @@ mod tests {
             ..Policy::default()
         };
         assert_eq!(state(&p, Finding::Reachable(gw(), Some(50.0))), (Ok, "ok"));
-        assert_eq!(state(&p, Finding::Reachable(gw(), Some(150.0))), (Warning, "rtt_high"));
-        assert_eq!(state(&p, Finding::Reachable(gw(), Some(600.0))), (Critical, "rtt_high"));
+        assert_eq!(
+            state(&p, Finding::Reachable(gw(), Some(150.0))),
+            (Warning, "rtt_high")
+        );
+        assert_eq!(
+            state(&p, Finding::Reachable(gw(), Some(600.0))),
+            (Critical, "rtt_high")
+        );
         let v = p.verdict(&Finding::Reachable(gw(), Some(150.0)));
-        assert_eq!(v.reason, "gateway 192.0.2.1 rtt 150 ms outside warning range 100");
+        assert_eq!(
+            v.reason,
+            "gateway 192.0.2.1 rtt 150 ms outside warning range 100"
+        );
     }
 
     #[test]

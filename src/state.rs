@@ -89,7 +89,10 @@ mod tests {
 
     #[test]
     fn parses_case_insensitively() {
-        assert_eq!("Critical".parse::<ServiceState>(), Ok(ServiceState::Critical));
+        assert_eq!(
+            "Critical".parse::<ServiceState>(),
+            Ok(ServiceState::Critical)
+        );
         assert!("fatal".parse::<ServiceState>().is_err());
     }
 }

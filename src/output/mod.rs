@@ -1,7 +1,23 @@
 //! Renderers: pure functions from a [`Report`] to text and an exit code.
 //! Only `main.rs` writes to stdout.
+//!
+//! Each format lives in its own module; the helpers here are the few rules
+//! they share (one-line text, fixed-point numbers, "did the target answer",
+//! worst-first order).
 
-use crate::report::Report;
+mod json;
+mod nagios;
+mod status;
+mod telegraf;
+mod zabbix;
+
+use crate::report::{Report, Verdict, VmReport};
+use crate::state::ServiceState;
+
+pub use nagios::render_nagios;
+pub use status::{render_status_json, render_status_table};
+pub use telegraf::render_telegraf;
+pub use zabbix::{render_discovery_nics, render_discovery_vms, render_zabbix};
 
 /// What a renderer produces: the text for stdout and the process exit code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -10,25 +26,147 @@ pub struct Rendered {
     pub exit_code: u8,
 }
 
-pub fn render_nagios(report: &Report) -> Rendered {
-    Rendered { text: format!("VMNETPROBE {} - todo\n", report.state()), exit_code: report.state().code() }
+/// Exit code of the non-Nagios formats: 0, or 3 (UNKNOWN) when the run failed.
+fn exit_code_for(report: &Report) -> u8 {
+    if report.fatal.is_some() {
+        ServiceState::Unknown.code()
+    } else {
+        0
+    }
 }
-pub fn render_discovery_vms(_report: &Report) -> Rendered {
-    Rendered { text: "[]\n".into(), exit_code: 0 }
+
+/// Text that came from a guest, libvirt or the user, made safe for a
+/// one-line slot: every control character (newline, CR, tab, ...) becomes a
+/// space.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
-pub fn render_discovery_nics(_report: &Report) -> Rendered {
-    Rendered { text: "[]\n".into(), exit_code: 0 }
+
+/// At most `max_chars` characters; a cut string ends in `…`.
+fn truncate_chars(text: &str, max_chars: usize) -> String {
+    if text.chars().count() <= max_chars {
+        return text.to_string();
+    }
+    let keep = max_chars.saturating_sub(1);
+    let mut out: String = text.chars().take(keep).collect();
+    out.push('…');
+    out
 }
-pub fn render_zabbix(report: &Report) -> Rendered {
-    render_status_json(report)
+
+/// A fixed-point decimal: never an exponent, at most `max_decimals`
+/// digits after the point, trailing zeros trimmed but always at least one
+/// decimal (`12.0`, `0.41`, `0.0000001` → `0.0` at 6 decimals).
+/// `None` for NaN and infinities, which no consumer accepts.
+fn fixed_decimal(value: f64, max_decimals: usize) -> Option<String> {
+    if !value.is_finite() {
+        return None;
+    }
+    let mut text = format!("{value:.max_decimals$}");
+    if text.contains('.') {
+        let trimmed = text.trim_end_matches('0').len();
+        text.truncate(trimmed);
+        if text.ends_with('.') {
+            text.push('0');
+        }
+    } else {
+        text.push_str(".0");
+    }
+    if text.starts_with('-') && text[1..].bytes().all(|b| b == b'0' || b == b'.') {
+        text.remove(0);
+    }
+    Some(text)
 }
-pub fn render_telegraf(_report: &Report) -> Rendered {
-    Rendered { text: String::new(), exit_code: 0 }
+
+/// Whether a pinged address answered: `Some(true)` for a reply (with or
+/// without an RTT), `Some(false)` for "unreachable", `None` when no ping
+/// result exists (not pinged, exec disabled, ping missing or failed).
+fn reachable(verdict: &Verdict, rtt_ms: Option<f64>) -> Option<bool> {
+    match verdict.code {
+        "gateway_unreachable" | "external_unreachable" => Some(false),
+        "ok" | "rtt_high" => Some(true),
+        _ if rtt_ms.is_some_and(f64::is_finite) => Some(true),
+        _ => None,
+    }
 }
-pub fn render_status_table(report: &Report) -> Rendered {
-    render_status_json(report)
+
+/// VMs worst state first, then by name.
+fn worst_first(vms: &[VmReport]) -> Vec<&VmReport> {
+    let mut sorted: Vec<&VmReport> = vms.iter().collect();
+    sorted.sort_by(|a, b| {
+        b.verdict
+            .state
+            .cmp(&a.verdict.state)
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    sorted
 }
-pub fn render_status_json(report: &Report) -> Rendered {
-    let text = serde_json::to_string(report).unwrap_or_default();
-    Rendered { text: text + "\n", exit_code: 0 }
+
+/// `1 CRITICAL, 2 OK`: the non-zero counts, worst state first.
+fn counts_text(report: &Report) -> String {
+    let counts = report.counts();
+    let parts: Vec<String> = [
+        (counts.critical, ServiceState::Critical),
+        (counts.warning, ServiceState::Warning),
+        (counts.unknown, ServiceState::Unknown),
+        (counts.ok, ServiceState::Ok),
+    ]
+    .iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, state)| format!("{n} {state}"))
+    .collect();
+    parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Verdict;
+
+    #[test]
+    fn fixed_decimal_never_uses_an_exponent() {
+        assert_eq!(fixed_decimal(1e-7, 6).as_deref(), Some("0.0"));
+        assert_eq!(fixed_decimal(1e-7, 7).as_deref(), Some("0.0000001"));
+        assert_eq!(fixed_decimal(0.41, 3).as_deref(), Some("0.41"));
+        assert_eq!(fixed_decimal(0.4125, 3).as_deref(), Some("0.412"));
+        assert_eq!(fixed_decimal(12.0, 3).as_deref(), Some("12.0"));
+        assert_eq!(
+            fixed_decimal(1e21, 3).as_deref(),
+            Some("1000000000000000000000.0")
+        );
+        assert_eq!(fixed_decimal(-0.0000001, 3).as_deref(), Some("0.0"));
+        assert_eq!(fixed_decimal(-1.5, 3).as_deref(), Some("-1.5"));
+        assert_eq!(fixed_decimal(7.0, 0).as_deref(), Some("7.0"));
+        assert_eq!(fixed_decimal(f64::NAN, 3), None);
+        assert_eq!(fixed_decimal(f64::INFINITY, 3), None);
+        assert_eq!(fixed_decimal(f64::NEG_INFINITY, 3), None);
+    }
+
+    #[test]
+    fn one_line_flattens_control_characters() {
+        assert_eq!(one_line("a\nb\r\nc\td\u{7f}"), "a b  c d ");
+        assert_eq!(one_line("ü ok"), "ü ok");
+    }
+
+    #[test]
+    fn truncation_counts_characters_not_bytes() {
+        assert_eq!(truncate_chars("üüüüü", 5), "üüüüü");
+        assert_eq!(truncate_chars("üüüüüü", 5), "üüüü…");
+        assert_eq!(truncate_chars("abc", 0), "…");
+    }
+
+    #[test]
+    fn reachability_follows_the_stable_codes() {
+        let v = |code| Verdict::new(ServiceState::Ok, code, "");
+        assert_eq!(reachable(&v("ok"), None), Some(true));
+        assert_eq!(reachable(&v("rtt_high"), Some(600.0)), Some(true));
+        assert_eq!(reachable(&v("gateway_unreachable"), None), Some(false));
+        assert_eq!(reachable(&v("external_unreachable"), None), Some(false));
+        assert_eq!(reachable(&v("exec_disabled"), None), None);
+        assert_eq!(reachable(&v("no_gateway"), None), None);
+        assert_eq!(reachable(&v("ping_timeout"), None), None);
+        assert_eq!(reachable(&v("not_checked"), Some(f64::NAN)), None);
+        assert_eq!(reachable(&v("ping_error"), Some(3.0)), Some(true));
+    }
 }

@@ -80,12 +80,20 @@ fn same_subnet(a: IpAddr, b: IpAddr, prefix: u8) -> bool {
     match (a, b) {
         (IpAddr::V4(a), IpAddr::V4(b)) => {
             let prefix = u32::from(prefix.min(32));
-            let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - prefix)
+            };
             u32::from(a) & mask == u32::from(b) & mask
         }
         (IpAddr::V6(a), IpAddr::V6(b)) => {
             let prefix = u32::from(prefix.min(128));
-            let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix) };
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - prefix)
+            };
             u128::from(a) & mask == u128::from(b) & mask
         }
         _ => false,
@@ -121,10 +129,22 @@ mod tests {
     #[test]
     fn route_table_prefers_ipv4_per_interface() {
         let routes = vec![
-            Route { iface: "eth0".into(), default_gateway: Some(ip("fd00::1")) },
-            Route { iface: "eth0".into(), default_gateway: Some(ip("192.0.2.1")) },
-            Route { iface: "eth0".into(), default_gateway: Some(ip("192.0.2.254")) },
-            Route { iface: "eth1".into(), default_gateway: None },
+            Route {
+                iface: "eth0".into(),
+                default_gateway: Some(ip("fd00::1")),
+            },
+            Route {
+                iface: "eth0".into(),
+                default_gateway: Some(ip("192.0.2.1")),
+            },
+            Route {
+                iface: "eth0".into(),
+                default_gateway: Some(ip("192.0.2.254")),
+            },
+            Route {
+                iface: "eth1".into(),
+                default_gateway: None,
+            },
         ];
         let map = gateways_from_routes(&routes);
         assert_eq!(map.get("eth0"), Some(&ip("192.0.2.1")));
@@ -152,8 +172,14 @@ mod tests {
     #[test]
     fn network_gateway_must_share_the_subnet() {
         let net = vec![(ip("192.0.2.1"), 24), (ip("fd00::1"), 64)];
-        assert_eq!(gateway_from_network(&net, &[ip("192.0.2.10")]), Some(ip("192.0.2.1")));
-        assert_eq!(gateway_from_network(&net, &[ip("fd00::5")]), Some(ip("fd00::1")));
+        assert_eq!(
+            gateway_from_network(&net, &[ip("192.0.2.10")]),
+            Some(ip("192.0.2.1"))
+        );
+        assert_eq!(
+            gateway_from_network(&net, &[ip("fd00::5")]),
+            Some(ip("fd00::1"))
+        );
         assert_eq!(gateway_from_network(&net, &[ip("198.51.100.2")]), None);
         assert!(in_nic_subnet(ip("10.0.0.1"), &[(ip("10.0.0.9"), 8)]));
         assert!(!in_nic_subnet(ip("10.0.0.1"), &[(ip("11.0.0.9"), 8)]));

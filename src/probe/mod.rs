@@ -168,7 +168,9 @@ impl<'c> VmProbe<'c> {
             return self.agent_failed(Finding::VmNotRunning);
         }
         match target.channel {
-            ChannelState::Missing => return self.agent_failed(Finding::Agent(AgentError::NoChannel)),
+            ChannelState::Missing => {
+                return self.agent_failed(Finding::Agent(AgentError::NoChannel))
+            }
             ChannelState::Disconnected => {
                 return self.agent_failed(Finding::Agent(AgentError::NotConnected))
             }
@@ -191,7 +193,10 @@ impl<'c> VmProbe<'c> {
     fn run_with_agent(&mut self, agent: &mut Agent<'_>) -> Result<(), AgentError> {
         let info = agent.info()?;
         self.agent_version = Some(info.version.clone());
-        self.agent = self.cfg.policy.verdict(&Finding::AgentUp(info.version.clone()));
+        self.agent = self
+            .cfg
+            .policy
+            .verdict(&Finding::AgentUp(info.version.clone()));
         let exec_enabled = info.supports("guest-exec") && info.supports("guest-exec-status");
         self.exec_enabled = Some(exec_enabled);
         let may_exec = exec_enabled && !self.cfg.no_exec;
@@ -206,7 +211,11 @@ impl<'c> VmProbe<'c> {
         Ok(())
     }
 
-    fn read_interfaces(&mut self, agent: &mut Agent<'_>, info: &GuestInfo) -> Result<(), AgentError> {
+    fn read_interfaces(
+        &mut self,
+        agent: &mut Agent<'_>,
+        info: &GuestInfo,
+    ) -> Result<(), AgentError> {
         let interfaces = if info.supports("guest-network-get-interfaces") {
             match agent.interfaces() {
                 Ok(list) => list,
@@ -312,7 +321,9 @@ impl<'c> VmProbe<'c> {
     }
 
     fn gateways_from_guest_exec(&mut self, agent: &mut Agent<'_>) -> Result<(), AgentError> {
-        let until = agent.deadline().min(Instant::now() + self.cfg.command_timeout);
+        let until = agent
+            .deadline()
+            .min(Instant::now() + self.cfg.command_timeout);
         if self.os == GuestOs::Windows {
             let args = gateway::windows_route_args();
             match exec::run_and_wait(agent, gateway::WINDOWS_ROUTE_PATH, &args, None, until) {
@@ -382,7 +393,10 @@ impl<'c> VmProbe<'c> {
                 Some(Finding::NoGateway)
             } else if self.cfg.no_exec {
                 let ips: Vec<String> = nic.ips().iter().map(ToString::to_string).collect();
-                Some(Finding::NotChecked(format!("up, {} (--no-exec)", ips.join(" "))))
+                Some(Finding::NotChecked(format!(
+                    "up, {} (--no-exec)",
+                    ips.join(" ")
+                )))
             } else if !exec_enabled {
                 Some(Finding::ExecDisabled)
             } else {
@@ -556,7 +570,9 @@ fn start_ping(
         match result {
             Ok(pid) => return Ok(pid),
             Err(e) if exec::is_session_fatal(&e) => return Err(StartError::Fatal(e)),
-            Err(AgentError::Disabled { .. }) => return Err(StartError::Finding(Finding::ExecDisabled)),
+            Err(AgentError::Disabled { .. }) => {
+                return Err(StartError::Finding(Finding::ExecDisabled))
+            }
             Err(e) if exec::is_missing_program(&e) => match flavor {
                 PingFlavor::Linux(i) => *i += 1,
                 PingFlavor::Windows => return Err(StartError::Finding(Finding::PingMissing)),
@@ -571,7 +587,11 @@ fn start_ping(
 
 /// The OS from `guest-get-osinfo`; where that is missing, the original
 /// method: `cmd.exe` runs on Windows and cannot be found on Linux.
-fn detect_os(agent: &mut Agent<'_>, info: &GuestInfo, may_exec: bool) -> Result<GuestOs, AgentError> {
+fn detect_os(
+    agent: &mut Agent<'_>,
+    info: &GuestInfo,
+    may_exec: bool,
+) -> Result<GuestOs, AgentError> {
     if info.supports("guest-get-osinfo") {
         match agent.osinfo() {
             Ok(os) if os.is_windows() => return Ok(GuestOs::Windows),
@@ -585,7 +605,9 @@ fn detect_os(agent: &mut Agent<'_>, info: &GuestInfo, may_exec: bool) -> Result<
         return Ok(GuestOs::Unknown);
     }
     let args = ["/c".to_string(), "ver".to_string()];
-    let until = agent.deadline().min(Instant::now() + Duration::from_secs(5));
+    let until = agent
+        .deadline()
+        .min(Instant::now() + Duration::from_secs(5));
     match exec::run_and_wait(agent, "cmd.exe", &args, None, until) {
         Ok(_) => Ok(GuestOs::Windows),
         Err(e) if exec::is_missing_program(&e) => Ok(GuestOs::Linux),
@@ -629,9 +651,16 @@ pub fn summarize(agent: &Verdict, nics: &[NicReport], external: Option<&TargetRe
         return Verdict::new(state, code, reason);
     }
     let pinged = nics.iter().filter(|n| n.verdict.code == "ok").count();
-    let mut parts = vec![format!("{} NIC{}", nics.len(), if nics.len() == 1 { "" } else { "s" })];
+    let mut parts = vec![format!(
+        "{} NIC{}",
+        nics.len(),
+        if nics.len() == 1 { "" } else { "s" }
+    )];
     if pinged > 0 {
-        parts.push(format!("{pinged} gateway{} reachable", if pinged == 1 { "" } else { "s" }));
+        parts.push(format!(
+            "{pinged} gateway{} reachable",
+            if pinged == 1 { "" } else { "s" }
+        ));
     }
     if let Some(ext) = external {
         parts.push(ext.verdict.reason.clone());

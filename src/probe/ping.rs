@@ -10,7 +10,8 @@ use std::time::Duration;
 
 /// Tried in order on Linux guests until one exists: iputils/busybox live in
 /// /bin (or /usr/bin via usrmerge) on every mainstream distribution.
-pub const LINUX_PING_PATHS: &[&str] = &["/bin/ping", "/usr/bin/ping", "/sbin/ping", "/usr/sbin/ping"];
+pub const LINUX_PING_PATHS: &[&str] =
+    &["/bin/ping", "/usr/bin/ping", "/sbin/ping", "/usr/sbin/ping"];
 pub const WINDOWS_PING_PATH: &str = r"C:\Windows\System32\PING.EXE";
 /// `env` replaces the child's whole environment, so PATH goes with LC_ALL.
 /// Never sent to Windows guests: SystemRoot & co. would vanish.
@@ -134,7 +135,11 @@ pub fn classify_linux(target: PingTarget, status: &ExecStatus) -> Finding {
     let err = first_line(&status.stderr);
     match status.exit_code {
         Some(0) => Finding::Reachable(target, parse_linux_rtt(&status.stdout)),
-        Some(126) => Finding::PingDenied(if err.is_empty() { "exit code 126".into() } else { err }),
+        Some(126) => Finding::PingDenied(if err.is_empty() {
+            "exit code 126".into()
+        } else {
+            err
+        }),
         Some(127) => Finding::PingMissing,
         Some(code @ (1 | 2)) => {
             if status.stderr.contains("Network is unreachable") {
@@ -152,7 +157,11 @@ pub fn classify_linux(target: PingTarget, status: &ExecStatus) -> Finding {
                 return Finding::Unreachable(target, detail.into());
             }
             // iputils exits 2 on errors; busybox exits 1 and prints only to stderr.
-            let detail = if err.is_empty() { format!("exit code {code}") } else { err };
+            let detail = if err.is_empty() {
+                format!("exit code {code}")
+            } else {
+                err
+            };
             Finding::PingError(detail)
         }
         Some(code) => Finding::PingError(if err.is_empty() {
@@ -198,9 +207,9 @@ pub fn parse_windows_rtt(line: &str) -> Option<f64> {
     let head = &line[..ttl];
     let ms = head.rfind("ms")?;
     let before = head[..ms].trim_end();
-    let digits_start = before
-        .rfind(|c: char| !c.is_ascii_digit())
-        .map_or(0, |i| i + before[i..].chars().next().map_or(1, char::len_utf8));
+    let digits_start = before.rfind(|c: char| !c.is_ascii_digit()).map_or(0, |i| {
+        i + before[i..].chars().next().map_or(1, char::len_utf8)
+    });
     let value: f64 = before[digits_start..].parse().ok()?;
     let marker = before[..digits_start].trim_end().chars().last()?;
     match marker {
@@ -237,7 +246,11 @@ mod tests {
         );
         assert_eq!(linux_args(&target, Duration::from_millis(2500))[4], "3");
         assert_eq!(
-            windows_args("192.0.2.1".parse().unwrap(), &target, Duration::from_secs(1)),
+            windows_args(
+                "192.0.2.1".parse().unwrap(),
+                &target,
+                Duration::from_secs(1)
+            ),
             ["-n", "1", "-w", "1000", "-4", "192.0.2.1"]
         );
     }
@@ -245,7 +258,10 @@ mod tests {
     #[test]
     fn bad_targets_are_refused() {
         for bad in ["0.0.0.0", "255.255.255.255", "224.0.0.1", "::", "ff02::1"] {
-            assert!(target_argument(bad.parse().unwrap(), None).is_err(), "{bad}");
+            assert!(
+                target_argument(bad.parse().unwrap(), None).is_err(),
+                "{bad}"
+            );
         }
         let ll: IpAddr = "fe80::1".parse().unwrap();
         assert!(target_argument(ll, None).is_err());
@@ -256,7 +272,10 @@ mod tests {
     #[test]
     fn iputils_reply_no_reply_and_errors() {
         let ok = "PING 192.0.2.1 (192.0.2.1) 56(84) bytes of data.\n64 bytes from 192.0.2.1: icmp_seq=1 ttl=64 time=4.00 ms\n\n--- 192.0.2.1 ping statistics ---\n1 packets transmitted, 1 received, 0% packet loss, time 0ms\nrtt min/avg/max/mdev = 4.001/4.001/4.001/0.000 ms\n";
-        assert_eq!(classify_linux(gw(), &status(0, ok, "")), Finding::Reachable(gw(), Some(4.0)));
+        assert_eq!(
+            classify_linux(gw(), &status(0, ok, "")),
+            Finding::Reachable(gw(), Some(4.0))
+        );
         let lost = "PING x\n\n--- x ping statistics ---\n1 packets transmitted, 0 received, 100% packet loss, time 0ms\n";
         assert_eq!(
             classify_linux(gw(), &status(1, lost, "")),
@@ -268,27 +287,55 @@ mod tests {
             Finding::Unreachable(gw(), "destination host unreachable".into())
         );
         assert_eq!(
-            classify_linux(gw(), &status(2, "", "ping: connect: Network is unreachable\n")),
+            classify_linux(
+                gw(),
+                &status(2, "", "ping: connect: Network is unreachable\n")
+            ),
             Finding::Unreachable(gw(), "no route".into())
         );
         assert!(matches!(
-            classify_linux(gw(), &status(2, "", "ping: socket: Operation not permitted\n")),
+            classify_linux(
+                gw(),
+                &status(2, "", "ping: socket: Operation not permitted\n")
+            ),
             Finding::PingDenied(_)
         ));
-        assert_eq!(classify_linux(gw(), &status(127, "", "sh: ping: not found")), Finding::PingMissing);
-        assert!(matches!(classify_linux(gw(), &status(126, "", "")), Finding::PingDenied(_)));
-        let killed = ExecStatus { exited: true, signal: Some(9), ..ExecStatus::default() };
-        assert!(matches!(classify_linux(gw(), &killed), Finding::PingError(_)));
+        assert_eq!(
+            classify_linux(gw(), &status(127, "", "sh: ping: not found")),
+            Finding::PingMissing
+        );
+        assert!(matches!(
+            classify_linux(gw(), &status(126, "", "")),
+            Finding::PingDenied(_)
+        ));
+        let killed = ExecStatus {
+            exited: true,
+            signal: Some(9),
+            ..ExecStatus::default()
+        };
+        assert!(matches!(
+            classify_linux(gw(), &killed),
+            Finding::PingError(_)
+        ));
     }
 
     #[test]
     fn busybox_reply_and_errors() {
         let ok = "PING 192.0.2.1 (192.0.2.1): 56 data bytes\n64 bytes from 192.0.2.1: seq=0 ttl=64 time=0.000 ms\n\n--- 192.0.2.1 ping statistics ---\n1 packets transmitted, 1 packets received, 0% packet loss\nround-trip min/avg/max = 0.000/0.000/0.000 ms\n";
-        assert_eq!(classify_linux(gw(), &status(0, ok, "")), Finding::Reachable(gw(), Some(0.0)));
-        let lost = "PING x\n\n--- x ping statistics ---\n1 packets transmitted, 0 packets received, 100% packet loss\n";
-        assert!(matches!(classify_linux(gw(), &status(1, lost, "")), Finding::Unreachable(..)));
         assert_eq!(
-            classify_linux(gw(), &status(1, "", "ping: sendto: Network is unreachable\n")),
+            classify_linux(gw(), &status(0, ok, "")),
+            Finding::Reachable(gw(), Some(0.0))
+        );
+        let lost = "PING x\n\n--- x ping statistics ---\n1 packets transmitted, 0 packets received, 100% packet loss\n";
+        assert!(matches!(
+            classify_linux(gw(), &status(1, lost, "")),
+            Finding::Unreachable(..)
+        ));
+        assert_eq!(
+            classify_linux(
+                gw(),
+                &status(1, "", "ping: sendto: Network is unreachable\n")
+            ),
             Finding::Unreachable(gw(), "no route".into())
         );
         assert_eq!(
@@ -299,7 +346,10 @@ mod tests {
 
     #[test]
     fn summary_rtt_is_used_when_no_reply_line_has_one() {
-        assert_eq!(parse_linux_rtt("rtt min/avg/max/mdev = 1.0/2.5/3.0/0.1 ms"), Some(2.5));
+        assert_eq!(
+            parse_linux_rtt("rtt min/avg/max/mdev = 1.0/2.5/3.0/0.1 ms"),
+            Some(2.5)
+        );
         assert_eq!(parse_linux_rtt("time=abc ms"), None);
         assert_eq!(parse_linux_rtt("64 bytes: time=12.3 ms"), Some(12.3));
     }
@@ -307,23 +357,47 @@ mod tests {
     #[test]
     fn windows_success_is_a_ttl_line_not_exit_code_zero() {
         let ok = "\r\nPinging 192.0.2.1 with 32 bytes of data:\r\nReply from 192.0.2.1: bytes=32 time=12ms TTL=128\r\n\r\nPing statistics for 192.0.2.1:\r\n";
-        assert_eq!(classify_windows(gw(), &status(0, ok, "")), Finding::Reachable(gw(), Some(12.0)));
+        assert_eq!(
+            classify_windows(gw(), &status(0, ok, "")),
+            Finding::Reachable(gw(), Some(12.0))
+        );
         let trap = "\r\nPinging 192.0.2.1 with 32 bytes of data:\r\nReply from 192.0.2.5: Destination host unreachable.\r\n\r\nPing statistics for 192.0.2.1:\r\n    Packets: Sent = 1, Received = 1, Lost = 0 (0% loss),\r\n";
         assert_eq!(
             classify_windows(gw(), &status(0, trap, "")),
-            Finding::Unreachable(gw(), "Reply from 192.0.2.5: Destination host unreachable.".into())
+            Finding::Unreachable(
+                gw(),
+                "Reply from 192.0.2.5: Destination host unreachable.".into()
+            )
         );
         let timeout = "Pinging 192.0.2.1 with 32 bytes of data:\r\nRequest timed out.\r\n";
-        assert!(matches!(classify_windows(gw(), &status(1, timeout, "")), Finding::Unreachable(..)));
-        assert!(matches!(classify_windows(gw(), &status(1, "", "")), Finding::PingError(_)));
+        assert!(matches!(
+            classify_windows(gw(), &status(1, timeout, "")),
+            Finding::Unreachable(..)
+        ));
+        assert!(matches!(
+            classify_windows(gw(), &status(1, "", "")),
+            Finding::PingError(_)
+        ));
     }
 
     #[test]
     fn windows_rtt_in_several_languages() {
-        assert_eq!(parse_windows_rtt("Reply from 127.0.0.1: bytes=32 time<1ms TTL=128"), Some(0.5));
-        assert_eq!(parse_windows_rtt("Odpowiedz z 8.8.8.8: bajtow=32 czas=49ms TTL=43"), Some(49.0));
-        assert_eq!(parse_windows_rtt("127.0.0.1 からの応答: バイト数 =32 時間 <1ms TTL=128"), Some(0.5));
-        assert_eq!(parse_windows_rtt("Antwort von 1.2.3.4: Bytes=32 Zeit=46 ms TTL=57"), Some(46.0));
+        assert_eq!(
+            parse_windows_rtt("Reply from 127.0.0.1: bytes=32 time<1ms TTL=128"),
+            Some(0.5)
+        );
+        assert_eq!(
+            parse_windows_rtt("Odpowiedz z 8.8.8.8: bajtow=32 czas=49ms TTL=43"),
+            Some(49.0)
+        );
+        assert_eq!(
+            parse_windows_rtt("127.0.0.1 からの応答: バイト数 =32 時間 <1ms TTL=128"),
+            Some(0.5)
+        );
+        assert_eq!(
+            parse_windows_rtt("Antwort von 1.2.3.4: Bytes=32 Zeit=46 ms TTL=57"),
+            Some(46.0)
+        );
         assert_eq!(parse_windows_rtt("TTL=5"), None);
     }
 }

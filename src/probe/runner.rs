@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+type WorkQueue = Arc<Mutex<VecDeque<(usize, Arc<VmTarget>)>>>;
+
 /// Time kept back from each VM's deadline for collecting and rendering.
 fn render_margin(total: Duration) -> Duration {
     (total / 20).min(Duration::from_millis(200))
@@ -28,9 +30,7 @@ pub fn probe_all(
     let total = deadline.saturating_duration_since(started);
     let vm_deadline = deadline - render_margin(total).min(total);
     let targets: Vec<Arc<VmTarget>> = targets.into_iter().map(Arc::new).collect();
-    let queue: Arc<Mutex<VecDeque<(usize, Arc<VmTarget>)>>> = Arc::new(Mutex::new(
-        targets.iter().cloned().enumerate().collect(),
-    ));
+    let queue: WorkQueue = Arc::new(Mutex::new(targets.iter().cloned().enumerate().collect()));
     let cfg = Arc::new(cfg.clone());
     let (sender, receiver) = mpsc::channel::<(usize, VmReport)>();
     let workers = jobs.max(1).min(targets.len());

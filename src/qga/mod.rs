@@ -62,7 +62,9 @@ impl fmt::Display for AgentError {
             AgentError::NoChannel => f.write_str("no guest agent channel configured"),
             AgentError::NotConnected => f.write_str("guest agent not connected"),
             AgentError::NotRunning => f.write_str("VM not running"),
-            AgentError::Timeout { command } => write!(f, "guest agent not answering ({command} timed out)"),
+            AgentError::Timeout { command } => {
+                write!(f, "guest agent not answering ({command} timed out)")
+            }
             AgentError::Disconnected(detail) => write!(f, "guest agent connection lost: {detail}"),
             AgentError::Connect(detail) => write!(f, "cannot open guest agent socket: {detail}"),
             AgentError::Disabled { command } => {

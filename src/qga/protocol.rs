@@ -46,7 +46,10 @@ fn bounded_array<'v>(value: &'v Value, what: &str) -> Result<&'v Vec<Value>, Str
         .as_array()
         .ok_or_else(|| format!("{what}: expected an array"))?;
     if list.len() > MAX_LIST_LEN {
-        return Err(format!("{what}: {} entries is more than {MAX_LIST_LEN}", list.len()));
+        return Err(format!(
+            "{what}: {} entries is more than {MAX_LIST_LEN}",
+            list.len()
+        ));
     }
     Ok(list)
 }
@@ -99,7 +102,10 @@ impl GuestInfo {
             let Some(name) = entry.get("name").and_then(Value::as_str) else {
                 continue;
             };
-            let enabled = entry.get("enabled").and_then(Value::as_bool).unwrap_or(false);
+            let enabled = entry
+                .get("enabled")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
             commands.insert(one_line(name, MAX_TEXT_LEN), enabled);
         }
         Ok(GuestInfo { version, commands })
@@ -321,11 +327,14 @@ mod tests {
 
     #[test]
     fn osinfo_detects_windows_by_id_only() {
-        let win11 = json!({"name":"Microsoft Windows","pretty-name":"Windows 10 Pro","id":"mswindows"});
+        let win11 =
+            json!({"name":"Microsoft Windows","pretty-name":"Windows 10 Pro","id":"mswindows"});
         assert!(OsInfo::parse(&win11).unwrap().is_windows());
         let debian = json!({"id":"debian","pretty-name":"Debian GNU/Linux 12 (bookworm)"});
         assert!(!OsInfo::parse(&debian).unwrap().is_windows());
-        assert!(!OsInfo::parse(&json!({"pretty-name":"Windows"})).unwrap().is_windows());
+        assert!(!OsInfo::parse(&json!({"pretty-name":"Windows"}))
+            .unwrap()
+            .is_windows());
         assert!(OsInfo::parse(&json!([])).is_err());
     }
 
@@ -354,7 +363,8 @@ mod tests {
 
     #[test]
     fn hostile_interface_names_are_flattened() {
-        let reply = json!([{"name":"eth0\n'; rm -rf / |x=1,", "hardware-address":"52:54:00:00:00:01"}]);
+        let reply =
+            json!([{"name":"eth0\n'; rm -rf / |x=1,", "hardware-address":"52:54:00:00:00:01"}]);
         let list = GuestInterface::parse_list(&reply).unwrap();
         assert_eq!(list[0].name, "eth0 '; rm -rf / |x=1,");
     }
@@ -372,7 +382,10 @@ mod tests {
         let gws: Vec<_> = routes.iter().filter_map(|r| r.default_gateway).collect();
         assert_eq!(
             gws,
-            vec!["192.0.2.1".parse::<IpAddr>().unwrap(), "fd00::1".parse().unwrap()]
+            vec![
+                "192.0.2.1".parse::<IpAddr>().unwrap(),
+                "fd00::1".parse().unwrap()
+            ]
         );
     }
 
@@ -386,13 +399,16 @@ mod tests {
 
     #[test]
     fn exec_status_decodes_output_and_rejects_bad_fields() {
-        let done = json!({"exitcode": 0, "out-data": "aGk=", "exited": true, "out-truncated": false});
+        let done =
+            json!({"exitcode": 0, "out-data": "aGk=", "exited": true, "out-truncated": false});
         let status = ExecStatus::parse(&done).unwrap();
         assert!(status.exited);
         assert_eq!(status.exit_code, Some(0));
         assert_eq!(status.stdout, "hi");
         assert_eq!(
-            ExecStatus::parse(&json!({"signal": 9, "exited": true})).unwrap().signal,
+            ExecStatus::parse(&json!({"signal": 9, "exited": true}))
+                .unwrap()
+                .signal,
             Some(9)
         );
         assert!(ExecStatus::parse(&json!({"exited": "yes"})).is_err());
@@ -406,7 +422,8 @@ mod tests {
     #[test]
     fn exec_status_tolerates_non_utf8_output() {
         // CP850 "ü" from a Windows console
-        let status = ExecStatus::parse(&json!({"exited": true, "exitcode": 0, "out-data": "gQ=="})).unwrap();
+        let status =
+            ExecStatus::parse(&json!({"exited": true, "exitcode": 0, "out-data": "gQ=="})).unwrap();
         assert_eq!(status.stdout, "\u{fffd}");
     }
 
@@ -419,7 +436,10 @@ mod tests {
 
     #[test]
     fn macs_and_ips_are_validated() {
-        assert_eq!(normalize_mac("52-54-00-AA-BB-CC").as_deref(), Some("52:54:00:aa:bb:cc"));
+        assert_eq!(
+            normalize_mac("52-54-00-AA-BB-CC").as_deref(),
+            Some("52:54:00:aa:bb:cc")
+        );
         assert_eq!(normalize_mac("52:54:00:aa:bb"), None);
         assert_eq!(normalize_mac("zz:54:00:aa:bb:cc"), None);
         assert_eq!(parse_ip(" 10.0.0.1 "), Some("10.0.0.1".parse().unwrap()));

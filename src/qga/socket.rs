@@ -50,7 +50,9 @@ impl SocketTransport {
     /// Connects and performs the sync handshake within `timeout`.
     pub fn connect(path: &Path, timeout: Duration) -> Result<Self, AgentError> {
         let stream = UnixStream::connect(path).map_err(|e| match e.kind() {
-            ErrorKind::NotFound => AgentError::Connect(format!("{}: no such socket", path.display())),
+            ErrorKind::NotFound => {
+                AgentError::Connect(format!("{}: no such socket", path.display()))
+            }
             ErrorKind::ConnectionRefused => {
                 AgentError::Connect(format!("{}: no agent listening", path.display()))
             }
@@ -69,22 +71,33 @@ impl SocketTransport {
         Ok(transport)
     }
 
-    fn write_all(&mut self, bytes: &[u8], deadline: Instant, command: &str) -> Result<(), AgentError> {
+    fn write_all(
+        &mut self,
+        bytes: &[u8],
+        deadline: Instant,
+        command: &str,
+    ) -> Result<(), AgentError> {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
-            return Err(AgentError::Timeout { command: command.into() });
+            return Err(AgentError::Timeout {
+                command: command.into(),
+            });
         }
         self.stream
             .set_write_timeout(Some(remaining))
             .map_err(|e| io_error(e, command))?;
-        self.stream.write_all(bytes).map_err(|e| io_error(e, command))
+        self.stream
+            .write_all(bytes)
+            .map_err(|e| io_error(e, command))
     }
 
     /// Reads more bytes into the buffer, honouring the deadline and the size cap.
     fn fill(&mut self, deadline: Instant, command: &str) -> Result<(), AgentError> {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
-            return Err(AgentError::Timeout { command: command.into() });
+            return Err(AgentError::Timeout {
+                command: command.into(),
+            });
         }
         if self.buffer.len() >= MAX_REPLY_BYTES {
             return Err(AgentError::Protocol(format!(
@@ -97,7 +110,9 @@ impl SocketTransport {
             .map_err(|e| io_error(e, command))?;
         let mut chunk = [0u8; 16 * 1024];
         match self.stream.read(&mut chunk) {
-            Ok(0) => Err(AgentError::Disconnected("agent closed the connection".into())),
+            Ok(0) => Err(AgentError::Disconnected(
+                "agent closed the connection".into(),
+            )),
             Ok(n) => {
                 self.buffer.extend_from_slice(&chunk[..n]);
                 Ok(())
@@ -194,9 +209,8 @@ impl SocketTransport {
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let reply: Value = serde_json::from_slice(line).map_err(|_| {
-                AgentError::Protocol(format!("reply to {command} is not JSON"))
-            })?;
+            let reply: Value = serde_json::from_slice(line)
+                .map_err(|_| AgentError::Protocol(format!("reply to {command} is not JSON")))?;
             // The agent echoes our id; another id is a stale reply to a
             // command we gave up on.
             if let Some(echoed) = reply.get("id") {

@@ -1,0 +1,322 @@
+//! Running VMs from libvirt: the domain list, the live domain XML (NICs and
+//! the agent channel state) and the XML of the networks the NICs are on.
+
+use super::{AgentConnector, ChannelState, Inventory, InventoryError, NicConfig, VmTarget};
+use crate::qga::libvirt::LibvirtTransport;
+use crate::qga::protocol::{normalize_mac, one_line};
+use crate::qga::{AgentError, AgentTransport};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use virt::connect::Connect;
+use virt::domain::{Domain, DomainState};
+use virt::sys;
+
+const AGENT_CHANNEL: &str = "org.qemu.guest_agent.0";
+
+pub struct LibvirtConnector {
+    domain: Arc<Domain>,
+}
+
+impl AgentConnector for LibvirtConnector {
+    fn connect(&self, _timeout: Duration) -> Result<Box<dyn AgentTransport>, AgentError> {
+        Ok(Box::new(LibvirtTransport::new(Arc::clone(&self.domain))))
+    }
+}
+
+/// What the live domain XML says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DomainXml {
+    pub nics: Vec<NicConfig>,
+    pub channel: ChannelState,
+}
+
+/// Parses the NICs and the guest agent channel out of a domain's XML.
+pub fn parse_domain_xml(xml: &str) -> Result<DomainXml, String> {
+    let doc = roxmltree::Document::parse(xml).map_err(|e| format!("invalid domain XML: {e}"))?;
+    let devices = doc.descendants().find(|n| n.has_tag_name("devices"));
+    let mut nics = Vec::new();
+    let mut channel = ChannelState::Missing;
+    for node in devices.iter().flat_map(|d| d.children()) {
+        if node.has_tag_name("interface") {
+            let child = |tag: &str| node.children().find(|c| c.has_tag_name(tag));
+            let attr = |tag: &str, name: &str| {
+                child(tag)
+                    .and_then(|c| c.attribute(name))
+                    .map(|v| one_line(v, 256))
+            };
+            let Some(mac) = child("mac")
+                .and_then(|m| m.attribute("address"))
+                .and_then(normalize_mac)
+            else {
+                continue;
+            };
+            let kind = node.attribute("type").unwrap_or("");
+            nics.push(NicConfig {
+                mac,
+                host_dev: attr("target", "dev"),
+                network: if kind == "network" {
+                    attr("source", "network")
+                } else {
+                    None
+                },
+                bridge: attr("source", "bridge")
+                    .or_else(|| (kind == "direct").then(|| attr("source", "dev")).flatten()),
+                model: attr("model", "type"),
+                link_down: child("link").and_then(|l| l.attribute("state")) == Some("down"),
+                network_addresses: Vec::new(),
+            });
+        } else if node.has_tag_name("channel") {
+            let target = node.children().find(|c| c.has_tag_name("target"));
+            if target.and_then(|t| t.attribute("name")) == Some(AGENT_CHANNEL) {
+                channel = match target.and_then(|t| t.attribute("state")) {
+                    Some("connected") => ChannelState::Connected,
+                    Some("disconnected") => ChannelState::Disconnected,
+                    _ => ChannelState::Unknown,
+                };
+            }
+        }
+    }
+    nics.sort_by(|a, b| a.mac.cmp(&b.mac));
+    Ok(DomainXml { nics, channel })
+}
+
+fn prefix_from_netmask(mask: &str) -> Option<u8> {
+    let mask: std::net::Ipv4Addr = mask.parse().ok()?;
+    let bits = u32::from(mask);
+    // A valid netmask is a run of ones followed by zeros.
+    (bits.leading_ones() + bits.trailing_zeros() == 32).then(|| bits.leading_ones() as u8)
+}
+
+/// A libvirt network's bridge and host addresses (with prefix).
+pub type NetworkFacts = (Option<String>, Vec<(IpAddr, u8)>);
+
+/// The bridge and the host addresses (with prefix) of a libvirt network.
+pub fn parse_network_xml(xml: &str) -> Result<NetworkFacts, String> {
+    let doc = roxmltree::Document::parse(xml).map_err(|e| format!("invalid network XML: {e}"))?;
+    let root = doc.root_element();
+    let bridge = root
+        .children()
+        .find(|c| c.has_tag_name("bridge"))
+        .and_then(|b| b.attribute("name"))
+        .map(|b| one_line(b, 256));
+    let mut addresses = Vec::new();
+    for ip in root.children().filter(|c| c.has_tag_name("ip")) {
+        let Some(addr) = ip
+            .attribute("address")
+            .and_then(|a| a.parse::<IpAddr>().ok())
+        else {
+            continue;
+        };
+        let prefix = ip
+            .attribute("prefix")
+            .and_then(|p| p.parse::<u8>().ok())
+            .or_else(|| ip.attribute("netmask").and_then(prefix_from_netmask))
+            .unwrap_or(if addr.is_ipv4() { 24 } else { 64 });
+        addresses.push((addr, prefix));
+    }
+    Ok((bridge, addresses))
+}
+
+pub struct LibvirtInventory {
+    conn: Connect,
+    uri: String,
+}
+
+fn libvirt_message(e: &virt::error::Error) -> String {
+    one_line(e.message(), 300)
+}
+
+impl LibvirtInventory {
+    pub fn open(uri: &str) -> Result<Self, InventoryError> {
+        let conn = Connect::open(Some(uri)).map_err(|e| {
+            InventoryError(format!(
+                "cannot connect to libvirt at {uri}: {}",
+                libvirt_message(&e)
+            ))
+        })?;
+        Ok(LibvirtInventory {
+            conn,
+            uri: uri.to_string(),
+        })
+    }
+
+    fn find_selected(&self, wanted: &str) -> Result<Domain, InventoryError> {
+        self.conn
+            .lookup_domain_by_name(wanted)
+            .or_else(|_| self.conn.lookup_domain_by_uuid_string(wanted))
+            .map_err(|_| InventoryError(format!("unknown domain '{wanted}' at {}", self.uri)))
+    }
+
+    fn network(&self, name: &str, cache: &mut BTreeMap<String, NetworkFacts>) -> NetworkFacts {
+        if let Some(hit) = cache.get(name) {
+            return hit.clone();
+        }
+        let parsed = self
+            .conn
+            .lookup_network_by_name(name)
+            .ok()
+            .and_then(|n| n.xml_desc(0).ok())
+            .and_then(|xml| parse_network_xml(&xml).ok())
+            .unwrap_or_default();
+        cache.insert(name.to_string(), parsed.clone());
+        parsed
+    }
+
+    fn target(
+        &self,
+        domain: Domain,
+        networks: &mut BTreeMap<String, NetworkFacts>,
+    ) -> Result<VmTarget, InventoryError> {
+        let name = domain.name().map_err(|e| {
+            InventoryError(format!(
+                "cannot read a domain name: {}",
+                libvirt_message(&e)
+            ))
+        })?;
+        let uuid = domain.uuid_string().ok();
+        let running = matches!(
+            domain.state().map(|(s, _)| s),
+            Ok(virt::enumutil::Enum::Known(DomainState::Running))
+        );
+        // A domain that vanished between listing and reading is "not running".
+        let parsed = domain
+            .xml_desc(0)
+            .ok()
+            .and_then(|xml| parse_domain_xml(&xml).ok());
+        let (mut nics, channel) = match parsed {
+            Some(p) => (p.nics, p.channel),
+            None => (Vec::new(), ChannelState::Unknown),
+        };
+        for nic in &mut nics {
+            if let Some(net) = nic.network.clone() {
+                let (bridge, addresses) = self.network(&net, networks);
+                nic.network_addresses = addresses;
+                if nic.bridge.is_none() {
+                    nic.bridge = bridge;
+                }
+            }
+        }
+        Ok(VmTarget {
+            name,
+            uuid,
+            running,
+            channel,
+            nics,
+            connector: Box::new(LibvirtConnector {
+                domain: Arc::new(domain),
+            }),
+        })
+    }
+}
+
+impl Inventory for LibvirtInventory {
+    fn list(&self, selection: &[String]) -> Result<Vec<VmTarget>, InventoryError> {
+        let domains = if selection.is_empty() {
+            self.conn
+                .list_all_domains(sys::VIR_CONNECT_LIST_DOMAINS_RUNNING)
+                .map_err(|e| {
+                    InventoryError(format!(
+                        "cannot list domains at {}: {}",
+                        self.uri,
+                        libvirt_message(&e)
+                    ))
+                })?
+        } else {
+            selection
+                .iter()
+                .map(|wanted| self.find_selected(wanted))
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        let mut networks = BTreeMap::new();
+        let mut targets = Vec::with_capacity(domains.len());
+        for domain in domains {
+            targets.push(self.target(domain, &mut networks)?);
+        }
+        targets.sort_by(|a, b| a.name.cmp(&b.name));
+        targets.dedup_by(|a, b| a.uuid.is_some() && a.uuid == b.uuid);
+        Ok(targets)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOMAIN: &str = r#"<domain type='qemu'><name>demo</name><devices>
+      <interface type='network'>
+        <mac address='52:54:00:AA:BB:02'/>
+        <source network='default' portid='x' bridge='virbr0'/>
+        <target dev='vnet0'/><model type='virtio'/>
+      </interface>
+      <interface type='bridge'>
+        <mac address='52:54:00:aa:bb:01'/><source bridge='br-ext'/><target dev='vnet1'/>
+        <link state='down'/>
+      </interface>
+      <interface type='user'><mac address='52:54:00:aa:bb:03'/></interface>
+      <interface type='network'><source network='x'/></interface>
+      <channel type='unix'>
+        <target type='virtio' name='org.qemu.guest_agent.0' state='connected'/>
+      </channel>
+    </devices></domain>"#;
+
+    #[test]
+    fn domain_xml_nics_are_sorted_by_mac_with_sources() {
+        let parsed = parse_domain_xml(DOMAIN).unwrap();
+        assert_eq!(parsed.channel, ChannelState::Connected);
+        let macs: Vec<&str> = parsed.nics.iter().map(|n| n.mac.as_str()).collect();
+        assert_eq!(
+            macs,
+            [
+                "52:54:00:aa:bb:01",
+                "52:54:00:aa:bb:02",
+                "52:54:00:aa:bb:03"
+            ]
+        );
+        let br = &parsed.nics[0];
+        assert_eq!(br.bridge.as_deref(), Some("br-ext"));
+        assert!(br.link_down);
+        assert_eq!(br.network, None);
+        let net = &parsed.nics[1];
+        assert_eq!(net.network.as_deref(), Some("default"));
+        assert_eq!(net.bridge.as_deref(), Some("virbr0"));
+        assert_eq!(net.host_dev.as_deref(), Some("vnet0"));
+        assert_eq!(net.model.as_deref(), Some("virtio"));
+        assert!(!net.link_down);
+    }
+
+    #[test]
+    fn channel_states() {
+        let no_channel = "<domain><devices><interface type='user'><mac address='52:54:00:00:00:01'/></interface></devices></domain>";
+        assert_eq!(
+            parse_domain_xml(no_channel).unwrap().channel,
+            ChannelState::Missing
+        );
+        let off = DOMAIN.replace("state='connected'", "state='disconnected'");
+        assert_eq!(
+            parse_domain_xml(&off).unwrap().channel,
+            ChannelState::Disconnected
+        );
+        assert!(parse_domain_xml("<domain><devices>").is_err());
+    }
+
+    #[test]
+    fn network_xml_addresses_with_netmask_or_prefix() {
+        let xml = r#"<network><name>default</name><forward mode='nat'/>
+          <bridge name='virbr0' stp='on' delay='0'/>
+          <ip address='192.168.122.1' netmask='255.255.255.0'><dhcp/></ip>
+          <ip family='ipv6' address='fd00::1' prefix='64'/>
+          <ip address='bogus' prefix='8'/></network>"#;
+        let (bridge, addrs) = parse_network_xml(xml).unwrap();
+        assert_eq!(bridge.as_deref(), Some("virbr0"));
+        assert_eq!(
+            addrs,
+            vec![
+                ("192.168.122.1".parse().unwrap(), 24),
+                ("fd00::1".parse().unwrap(), 64)
+            ]
+        );
+        assert_eq!(prefix_from_netmask("255.255.0.255"), None);
+    }
+}

@@ -1,0 +1,304 @@
+//! The JSON document shared by `status --json` and `zabbix`: the report as
+//! documented in the output contract, optionally with the numeric extras
+//! Zabbix JSONPath triggers want (`state_code`, `reachable`, `summary`).
+
+use super::reachable;
+use crate::report::{
+    AgentReport, GatewaySource, GuestOs, NicKind, NicReport, Report, TargetReport, Thresholds,
+    Verdict, VmReport,
+};
+use crate::state::ServiceState;
+use serde::Serialize;
+use std::net::IpAddr;
+
+/// Whether to add the Zabbix-only numeric fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Flavor {
+    Status,
+    Zabbix,
+}
+
+#[derive(Serialize)]
+pub(super) struct Document<'a> {
+    vms: Vec<Vm<'a>>,
+    external_target: Option<IpAddr>,
+    timestamp_ns: u64,
+    duration_ms: f64,
+    error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    summary: Option<Summary>,
+}
+
+#[derive(Serialize)]
+struct Summary {
+    vms: usize,
+    ok: usize,
+    warning: usize,
+    critical: usize,
+    unknown: usize,
+    duration_ms: f64,
+}
+
+#[derive(Serialize)]
+struct Vm<'a> {
+    name: &'a str,
+    uuid: Option<&'a str>,
+    os: GuestOs,
+    state: ServiceState,
+    code: &'a str,
+    reason: &'a str,
+    #[serde(flatten)]
+    zabbix: Option<StateCode>,
+    agent: Agent<'a>,
+    nics: Vec<Nic<'a>>,
+    external: Option<Target<'a>>,
+    duration_ms: f64,
+}
+
+#[derive(Serialize)]
+struct Agent<'a> {
+    state: ServiceState,
+    code: &'a str,
+    reason: &'a str,
+    #[serde(flatten)]
+    zabbix: Option<StateCode>,
+    version: Option<&'a str>,
+    exec_enabled: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct Nic<'a> {
+    mac: &'a str,
+    name: Option<&'a str>,
+    host_dev: Option<&'a str>,
+    network: Option<&'a str>,
+    ips: &'a [IpAddr],
+    gateway: Option<IpAddr>,
+    gateway_source: Option<GatewaySource>,
+    #[serde(rename = "type")]
+    kind: NicKind,
+    state: ServiceState,
+    code: &'a str,
+    reason: &'a str,
+    #[serde(flatten)]
+    zabbix: Option<Reachability>,
+    rtt_ms: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct Target<'a> {
+    address: IpAddr,
+    state: ServiceState,
+    code: &'a str,
+    reason: &'a str,
+    #[serde(flatten)]
+    zabbix: Option<Reachability>,
+    rtt_ms: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct StateCode {
+    state_code: u8,
+}
+
+#[derive(Serialize)]
+struct Reachability {
+    state_code: u8,
+    /// 1 answered, 0 unreachable, null not pinged.
+    reachable: Option<u8>,
+}
+
+pub(super) fn document(report: &Report, flavor: Flavor) -> Document<'_> {
+    let Report {
+        vms,
+        external_target,
+        thresholds,
+        fatal,
+        timestamp_ns,
+        duration_ms,
+    } = report;
+    // Thresholds are configuration, not results; they are not part of the
+    // documented document.
+    let Thresholds {
+        warning: _,
+        critical: _,
+    } = thresholds;
+    let zabbix = flavor == Flavor::Zabbix;
+    let summary = zabbix.then(|| {
+        let counts = report.counts();
+        Summary {
+            vms: vms.len(),
+            ok: counts.ok,
+            warning: counts.warning,
+            critical: counts.critical,
+            unknown: counts.unknown,
+            duration_ms: ms(*duration_ms),
+        }
+    });
+    let mut sorted: Vec<&VmReport> = vms.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    Document {
+        vms: sorted.into_iter().map(|vm| vm_json(vm, zabbix)).collect(),
+        external_target: *external_target,
+        timestamp_ns: *timestamp_ns,
+        duration_ms: ms(*duration_ms),
+        error: fatal.as_deref(),
+        summary,
+    }
+}
+
+/// Milliseconds rounded to microseconds, so serde_json never writes an
+/// exponent (`1e-7`) that a JSONPath consumer might not take as a number.
+/// NaN and infinities stay as they are and serde_json writes them as `null`.
+fn ms(value: f64) -> f64 {
+    if value.is_finite() {
+        (value * 1000.0).round() / 1000.0
+    } else {
+        value
+    }
+}
+
+fn state_code(zabbix: bool, state: ServiceState) -> Option<StateCode> {
+    zabbix.then(|| StateCode {
+        state_code: state.code(),
+    })
+}
+
+fn reachability(zabbix: bool, verdict: &Verdict, rtt_ms: Option<f64>) -> Option<Reachability> {
+    zabbix.then(|| Reachability {
+        state_code: verdict.state.code(),
+        reachable: reachable(verdict, rtt_ms).map(u8::from),
+    })
+}
+
+fn vm_json(vm: &VmReport, zabbix: bool) -> Vm<'_> {
+    let VmReport {
+        name,
+        uuid,
+        os,
+        verdict,
+        agent,
+        nics,
+        external,
+        duration_ms,
+    } = vm;
+    let Verdict {
+        state,
+        code,
+        reason,
+    } = verdict;
+    let mut sorted: Vec<&NicReport> = nics.iter().collect();
+    sorted.sort_by(|a, b| a.mac.cmp(&b.mac));
+    Vm {
+        name,
+        uuid: uuid.as_deref(),
+        os: *os,
+        state: *state,
+        code,
+        reason,
+        zabbix: state_code(zabbix, *state),
+        agent: agent_json(agent, zabbix),
+        nics: sorted
+            .into_iter()
+            .map(|nic| nic_json(nic, zabbix))
+            .collect(),
+        external: external.as_ref().map(|t| target_json(t, zabbix)),
+        duration_ms: ms(*duration_ms),
+    }
+}
+
+fn agent_json(agent: &AgentReport, zabbix: bool) -> Agent<'_> {
+    let AgentReport {
+        verdict,
+        version,
+        exec_enabled,
+    } = agent;
+    let Verdict {
+        state,
+        code,
+        reason,
+    } = verdict;
+    Agent {
+        state: *state,
+        code,
+        reason,
+        zabbix: state_code(zabbix, *state),
+        version: version.as_deref(),
+        exec_enabled: *exec_enabled,
+    }
+}
+
+fn nic_json(nic: &NicReport, zabbix: bool) -> Nic<'_> {
+    let NicReport {
+        mac,
+        name,
+        host_dev,
+        network,
+        ips,
+        gateway,
+        gateway_source,
+        kind,
+        verdict,
+        rtt_ms,
+    } = nic;
+    let Verdict {
+        state,
+        code,
+        reason,
+    } = verdict;
+    Nic {
+        mac,
+        name: name.as_deref(),
+        host_dev: host_dev.as_deref(),
+        network: network.as_deref(),
+        ips,
+        gateway: *gateway,
+        gateway_source: *gateway_source,
+        kind: *kind,
+        state: *state,
+        code,
+        reason,
+        zabbix: reachability(zabbix, verdict, *rtt_ms),
+        rtt_ms: rtt_ms.map(ms),
+    }
+}
+
+fn target_json(target: &TargetReport, zabbix: bool) -> Target<'_> {
+    let TargetReport {
+        address,
+        verdict,
+        rtt_ms,
+    } = target;
+    let Verdict {
+        state,
+        code,
+        reason,
+    } = verdict;
+    Target {
+        address: *address,
+        state: *state,
+        code,
+        reason,
+        zabbix: reachability(zabbix, verdict, *rtt_ms),
+        rtt_ms: rtt_ms.map(ms),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ms;
+
+    #[test]
+    fn milliseconds_never_need_an_exponent() {
+        for (value, text) in [
+            (1e-7, "0.0"),
+            (0.0004, "0.0"),
+            (0.4125, "0.413"),
+            (12.3, "12.3"),
+            (1012.0, "1012.0"),
+        ] {
+            assert_eq!(serde_json::to_string(&ms(value)).expect("json"), text);
+        }
+        assert_eq!(serde_json::to_string(&ms(f64::NAN)).expect("json"), "null");
+    }
+}

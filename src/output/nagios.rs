@@ -1,0 +1,473 @@
+//! Nagios/Icinga plugin output (monitoring-plugins conventions): one status
+//! line with perfdata, then long output (one line per VM, worst first, with
+//! its agent, NICs and external target indented), bounded in size.
+
+use super::{counts_text, fixed_decimal, one_line, truncate_chars, worst_first, Rendered};
+use crate::report::{AgentReport, NicReport, Report, TargetReport, Thresholds, Verdict, VmReport};
+use crate::state::ServiceState;
+
+/// The summary after `VMNETPROBE <STATE> - `, in characters.
+const SUMMARY_MAX_CHARS: usize = 100;
+/// The whole output, in bytes (Nagios 3 keeps 8 KB; excess is cut silently,
+/// and with it the perfdata).
+const OUTPUT_MAX_BYTES: usize = 8000;
+/// Per-VM RTT perfdata is kept for at most this many VMs (by name) ...
+const PERFDATA_MAX_VMS: usize = 100;
+/// ... and at most this many bytes of perfdata.
+const PERFDATA_MAX_BYTES: usize = 4000;
+/// A fatal message, in characters.
+const FATAL_MAX_CHARS: usize = 1000;
+
+pub fn render_nagios(report: &Report) -> Rendered {
+    let Report {
+        vms,
+        external_target: _,
+        thresholds,
+        fatal,
+        timestamp_ns: _,
+        duration_ms,
+    } = report;
+    if let Some(fatal) = fatal {
+        let state = ServiceState::Unknown;
+        return Rendered {
+            text: format!(
+                "VMNETPROBE {state} - {}\n",
+                truncate_chars(&text(fatal), FATAL_MAX_CHARS)
+            ),
+            exit_code: state.code(),
+        };
+    }
+    let state = report.state();
+    let (perfdata, perf_vms) = perfdata(report, thresholds, *duration_ms);
+    let first = format!("VMNETPROBE {state} - {} | {perfdata}", summary(report));
+    let mut notes = Vec::new();
+    if perf_vms < vms.len() {
+        notes.push(format!(
+            "(RTT perfdata only for the first {perf_vms} of {} VMs by name)",
+            vms.len()
+        ));
+    }
+    let notes_bytes: usize = notes.iter().map(|n| n.len() + 1).sum();
+    let budget = OUTPUT_MAX_BYTES.saturating_sub(first.len() + 1 + notes_bytes);
+    let mut lines = vec![first];
+    lines.extend(long_output(vms, budget));
+    lines.extend(notes);
+    let mut text = lines.join("\n");
+    text.push('\n');
+    Rendered {
+        text,
+        exit_code: state.code(),
+    }
+}
+
+/// Plugin text: one line, no `|` (which would start perfdata).
+fn text(raw: &str) -> String {
+    one_line(raw).replace('|', "/")
+}
+
+/// `web01: <reason>`, or `3 VMs: 1 CRITICAL, 2 OK; web01: <reason>`.
+fn summary(report: &Report) -> String {
+    let worst = worst_first(&report.vms);
+    let line = match worst.as_slice() {
+        [] => "no running VMs".to_string(),
+        [vm] => format!("{}: {}", text(&vm.name), text(&vm.verdict.reason)),
+        [vm, ..] => {
+            let mut line = format!("{} VMs: {}", report.vms.len(), counts_text(report));
+            if vm.verdict.state != ServiceState::Ok {
+                line.push_str(&format!(
+                    "; {}: {}",
+                    text(&vm.name),
+                    text(&vm.verdict.reason)
+                ));
+            }
+            line
+        }
+    };
+    truncate_chars(&line, SUMMARY_MAX_CHARS)
+}
+
+/// The perfdata and how many VMs (by name) got their RTT entries.
+fn perfdata(report: &Report, thresholds: &Thresholds, duration_ms: f64) -> (String, usize) {
+    let Thresholds { warning, critical } = thresholds;
+    let warn = warning.as_ref().map_or("", |r| r.as_str());
+    let crit = critical.as_ref().map_or("", |r| r.as_str());
+    let counts = report.counts();
+    let mut entries = vec![
+        format!("vms={};;;0", report.vms.len()),
+        format!("vms_ok={};;;0", counts.ok),
+        format!("vms_warning={};;;0", counts.warning),
+        format!("vms_critical={};;;0", counts.critical),
+        format!("vms_unknown={};;;0", counts.unknown),
+    ];
+    if let Some(ms) = fixed_decimal(duration_ms, 3) {
+        entries.push(format!("duration={ms}ms;;;0;"));
+    }
+    let mut bytes: usize = entries.iter().map(|e| e.len() + 1).sum();
+    let mut sorted: Vec<&VmReport> = report.vms.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut included = 0;
+    for vm in sorted {
+        let vm_entries = vm_perfdata(vm, warn, crit);
+        let vm_bytes: usize = vm_entries.iter().map(|e| e.len() + 1).sum();
+        if included >= PERFDATA_MAX_VMS || bytes + vm_bytes > PERFDATA_MAX_BYTES {
+            break;
+        }
+        bytes += vm_bytes;
+        entries.extend(vm_entries);
+        included += 1;
+    }
+    (entries.join(" "), included)
+}
+
+/// `'web01 eth0 gw rtt'=0.41ms;100;500;0;` per NIC with an RTT, and
+/// `'web01 ext rtt'=...` for the external target.
+fn vm_perfdata(vm: &VmReport, warn: &str, crit: &str) -> Vec<String> {
+    let mut nics: Vec<&NicReport> = vm.nics.iter().collect();
+    nics.sort_by(|a, b| a.mac.cmp(&b.mac));
+    let nic_entries = nics.into_iter().filter_map(|nic| {
+        let name = nic.name.as_deref().unwrap_or(&nic.mac);
+        rtt_entry(
+            &format!("{} {name} gw rtt", vm.name),
+            nic.rtt_ms?,
+            warn,
+            crit,
+        )
+    });
+    let external = vm
+        .external
+        .as_ref()
+        .and_then(|target| rtt_entry(&format!("{} ext rtt", vm.name), target.rtt_ms?, warn, crit));
+    nic_entries.chain(external).collect()
+}
+
+fn rtt_entry(label: &str, rtt_ms: f64, warn: &str, crit: &str) -> Option<String> {
+    let value = fixed_decimal(rtt_ms, 3)?;
+    Some(format!(
+        "'{}'={value}ms;{warn};{crit};0;",
+        perf_label(label)
+    ))
+}
+
+/// A perfdata label: no `'` or `=` (dropped), no `|` (as in all plugin
+/// text, it becomes `/`), no control characters, no surrounding blanks.
+fn perf_label(raw: &str) -> String {
+    let cleaned: String = text(raw)
+        .chars()
+        .filter(|c| !matches!(c, '\'' | '='))
+        .collect();
+    cleaned.trim().to_string()
+}
+
+/// The long output within `budget` bytes: every VM in full when it fits,
+/// else the non-OK VMs in full and a count of the OK ones, else as many
+/// non-OK VMs as fit and a count of the rest.
+fn long_output(vms: &[VmReport], budget: usize) -> Vec<String> {
+    let blocks: Vec<(ServiceState, Vec<String>)> = worst_first(vms)
+        .into_iter()
+        .map(|vm| (vm.verdict.state, vm_lines(vm)))
+        .collect();
+    let size = |lines: &[String]| lines.iter().map(|l| l.len() + 1).sum::<usize>();
+    let all: Vec<String> = blocks.iter().flat_map(|(_, b)| b.iter().cloned()).collect();
+    if size(&all) <= budget {
+        return all;
+    }
+    let ok_count = blocks
+        .iter()
+        .filter(|(state, _)| *state == ServiceState::Ok)
+        .count();
+    let mut out = Vec::new();
+    let mut used = 0;
+    let mut shown_not_ok = 0;
+    let not_ok: Vec<&Vec<String>> = blocks
+        .iter()
+        .filter(|(state, _)| *state != ServiceState::Ok)
+        .map(|(_, b)| b)
+        .collect();
+    // Room kept for the closing "… and N more" line.
+    let reserve = 80;
+    for block in &not_ok {
+        let block_size = size(block);
+        if used + block_size + reserve > budget {
+            break;
+        }
+        used += block_size;
+        out.extend(block.iter().cloned());
+        shown_not_ok += 1;
+    }
+    let hidden_not_ok = not_ok.len() - shown_not_ok;
+    if hidden_not_ok == 0 {
+        out.push(format!("… and {ok_count} more OK VMs"));
+    } else {
+        out.push(format!(
+            "… and {} more VMs ({hidden_not_ok} not OK, {ok_count} OK)",
+            hidden_not_ok + ok_count
+        ));
+    }
+    out
+}
+
+/// `[CRITICAL] web01: <reason>` and its indented components.
+fn vm_lines(vm: &VmReport) -> Vec<String> {
+    let VmReport {
+        name,
+        uuid: _,
+        os: _,
+        verdict,
+        agent,
+        nics,
+        external,
+        duration_ms: _,
+    } = vm;
+    let Verdict {
+        state,
+        code: _,
+        reason,
+    } = verdict;
+    let mut lines = vec![format!("[{state}] {}: {}", text(name), text(reason))];
+    let AgentReport {
+        verdict: agent_verdict,
+        version,
+        exec_enabled: _,
+    } = agent;
+    let agent_label = match version {
+        Some(version) => format!("agent {version}"),
+        None => "agent".to_string(),
+    };
+    lines.push(component(agent_verdict, &agent_label));
+    let mut sorted: Vec<&NicReport> = nics.iter().collect();
+    sorted.sort_by(|a, b| a.mac.cmp(&b.mac));
+    for nic in sorted {
+        lines.push(nic_line(nic));
+    }
+    if let Some(TargetReport {
+        address,
+        verdict,
+        rtt_ms: _,
+    }) = external
+    {
+        lines.push(component(verdict, &format!("external {address}")));
+    }
+    lines
+}
+
+/// `  \_ [OK] eth0 52:54:00:aa:bb:01 192.0.2.10 gw 192.0.2.1 (external): <reason>`
+fn nic_line(nic: &NicReport) -> String {
+    let NicReport {
+        mac,
+        name,
+        host_dev: _,
+        network: _,
+        ips,
+        gateway,
+        gateway_source: _,
+        kind,
+        verdict,
+        rtt_ms: _,
+    } = nic;
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(name) = name {
+        parts.push(name.clone());
+    }
+    parts.push(mac.clone());
+    if !ips.is_empty() {
+        let ips: Vec<String> = ips.iter().map(|ip| ip.to_string()).collect();
+        parts.push(ips.join(","));
+    }
+    if let Some(gateway) = gateway {
+        parts.push(format!("gw {gateway}"));
+    }
+    parts.push(format!("({})", kind.as_str()));
+    component(verdict, &parts.join(" "))
+}
+
+fn component(verdict: &Verdict, label: &str) -> String {
+    let Verdict {
+        state,
+        code: _,
+        reason,
+    } = verdict;
+    format!("  \\_ [{state}] {}: {}", text(label), text(reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{GuestOs, NicKind};
+
+    fn verdict(state: ServiceState, reason: &str) -> Verdict {
+        Verdict::new(
+            state,
+            if state == ServiceState::Ok {
+                "ok"
+            } else {
+                "rtt_high"
+            },
+            reason,
+        )
+    }
+
+    fn vm(name: &str, state: ServiceState, rtt: Option<f64>) -> VmReport {
+        VmReport {
+            name: name.to_string(),
+            uuid: None,
+            os: GuestOs::Linux,
+            verdict: verdict(state, "eth0: gateway 192.0.2.1 rtt 0.41 ms"),
+            agent: AgentReport {
+                verdict: verdict(ServiceState::Ok, "guest agent 7.2.22 responding"),
+                version: Some("7.2.22".to_string()),
+                exec_enabled: Some(true),
+            },
+            nics: vec![NicReport {
+                mac: "52:54:00:aa:bb:01".to_string(),
+                name: Some("eth0".to_string()),
+                host_dev: Some("vnet0".to_string()),
+                network: Some("default".to_string()),
+                ips: vec!["192.0.2.10".parse().expect("ip")],
+                gateway: Some("192.0.2.1".parse().expect("ip")),
+                gateway_source: None,
+                kind: NicKind::External,
+                verdict: verdict(state, "gateway 192.0.2.1 rtt 0.41 ms"),
+                rtt_ms: rtt,
+            }],
+            external: None,
+            duration_ms: 1.0,
+        }
+    }
+
+    fn report(vms: Vec<VmReport>) -> Report {
+        Report {
+            vms,
+            external_target: None,
+            thresholds: Thresholds {
+                warning: "100".parse().ok(),
+                critical: "500".parse().ok(),
+            },
+            fatal: None,
+            timestamp_ns: 0,
+            duration_ms: 5.0,
+        }
+    }
+
+    #[test]
+    fn labels_lose_quotes_equals_and_pipes() {
+        assert_eq!(
+            perf_label("web 01, \"x\"=ü\\ it's|a\nb"),
+            "web 01, \"x\"ü\\ its/a b"
+        );
+        assert_eq!(perf_label("  'x'  "), "x");
+    }
+
+    #[test]
+    fn rtt_perfdata_uses_ms_everywhere() {
+        let r = report(vec![vm("web01", ServiceState::Ok, Some(0.41))]);
+        let out = render_nagios(&r);
+        let first = out.text.lines().next().expect("a line");
+        assert!(
+            first.ends_with("'web01 eth0 gw rtt'=0.41ms;100;500;0;"),
+            "{first}"
+        );
+        assert!(first.contains(" | vms=1;;;0 vms_ok=1;;;0 "), "{first}");
+        assert_eq!(out.exit_code, 0);
+    }
+
+    #[test]
+    fn no_rtt_no_entry_and_no_exponent() {
+        let r = report(vec![
+            vm("a", ServiceState::Ok, None),
+            vm("b", ServiceState::Ok, Some(1e-7)),
+        ]);
+        let out = render_nagios(&r).text;
+        assert!(!out.contains("'a eth0"));
+        assert!(out.contains("'b eth0 gw rtt'=0.0ms;"), "{out}");
+        assert!(!out.contains("e-"));
+    }
+
+    #[test]
+    fn pipes_and_newlines_never_leak() {
+        let mut bad = vm("x|y\nz", ServiceState::Critical, None);
+        bad.verdict.reason = "a | b\nc".to_string();
+        let out = render_nagios(&report(vec![bad])).text;
+        assert_eq!(out.matches('|').count(), 1, "{out}");
+        assert!(
+            out.starts_with("VMNETPROBE CRITICAL - x/y z: a / b c | "),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn summary_names_the_worst_vm() {
+        let r = report(vec![
+            vm("a", ServiceState::Ok, Some(1.0)),
+            vm("b", ServiceState::Critical, None),
+            vm("c", ServiceState::Ok, Some(1.0)),
+        ]);
+        let out = render_nagios(&r);
+        assert!(out.text.starts_with(
+            "VMNETPROBE CRITICAL - 3 VMs: 1 CRITICAL, 2 OK; b: eth0: gateway 192.0.2.1 rtt 0.41 ms |"
+        ));
+        assert_eq!(out.exit_code, 2);
+        let lines: Vec<&str> = out.text.lines().collect();
+        assert!(lines[1].starts_with("[CRITICAL] b: "));
+    }
+
+    #[test]
+    fn empty_and_fatal() {
+        let out = render_nagios(&report(vec![]));
+        assert!(out
+            .text
+            .starts_with("VMNETPROBE OK - no running VMs | vms=0;;;0"));
+        let mut r = report(vec![]);
+        r.fatal = Some("cannot connect | to libvirt\nsecond line".to_string());
+        let out = render_nagios(&r);
+        assert_eq!(
+            out.text,
+            "VMNETPROBE UNKNOWN - cannot connect / to libvirt second line\n"
+        );
+        assert_eq!(out.exit_code, 3);
+    }
+
+    #[test]
+    fn output_stays_bounded_and_keeps_the_problems() {
+        let mut vms: Vec<VmReport> = (0..500)
+            .map(|i| {
+                vm(
+                    &format!("vm{i:03}-with-a-rather-long-name"),
+                    ServiceState::Ok,
+                    Some(0.5),
+                )
+            })
+            .collect();
+        vms[250].verdict.state = ServiceState::Critical;
+        vms[250].nics[0].verdict.state = ServiceState::Critical;
+        let out = render_nagios(&report(vms)).text;
+        assert!(out.len() <= OUTPUT_MAX_BYTES, "{} bytes", out.len());
+        assert!(out.contains("\n[CRITICAL] vm250-with-a-rather-long-name: "));
+        assert!(out.contains("… and 499 more OK VMs"));
+        assert!(out.contains("(RTT perfdata only for the first "));
+        let first = out.lines().next().expect("a line");
+        assert!(first.len() <= PERFDATA_MAX_BYTES + 200);
+        assert_eq!(first.matches('|').count(), 1);
+    }
+
+    #[test]
+    fn rtt_perfdata_stops_at_the_vm_limit() {
+        let vms: Vec<VmReport> = (0..150)
+            .map(|i| vm(&format!("v{i:03}"), ServiceState::Ok, Some(1.0)))
+            .collect();
+        let out = render_nagios(&report(vms)).text;
+        let first = out.lines().next().expect("a line");
+        assert_eq!(first.matches(" gw rtt'=").count(), PERFDATA_MAX_VMS);
+        assert!(first.contains("'v099 eth0 gw rtt'") && !first.contains("'v100 eth0"));
+        assert!(out.contains("(RTT perfdata only for the first 100 of 150 VMs by name)"));
+    }
+
+    #[test]
+    fn many_problems_are_cut_too() {
+        let vms: Vec<VmReport> = (0..500)
+            .map(|i| vm(&format!("vm{i:03}"), ServiceState::Warning, None))
+            .collect();
+        let out = render_nagios(&report(vms)).text;
+        assert!(out.len() <= OUTPUT_MAX_BYTES, "{} bytes", out.len());
+        assert!(out.contains(" more VMs ("), "{out}");
+    }
+}

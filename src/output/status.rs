@@ -1,0 +1,199 @@
+//! `vmnetprobe status`: a table for a terminal (at most 80 columns, worst
+//! VM first, NIC rows indented) and the `--json` document.
+
+use super::json::{document, Flavor};
+use super::Rendered;
+use super::{counts_text, exit_code_for, fixed_decimal, one_line, truncate_chars, worst_first};
+use crate::report::{AgentReport, NicReport, Report, TargetReport, Thresholds, Verdict, VmReport};
+
+/// Widest line of the table, in characters.
+const WIDTH: usize = 80;
+const NAME_WIDTH: usize = 16;
+const STATE_WIDTH: usize = 8;
+const OS_WIDTH: usize = 8;
+const NICS_WIDTH: usize = 5;
+const RTT_WIDTH: usize = 8;
+
+/// `status --json`: the documented document, pretty-printed.
+pub fn render_status_json(report: &Report) -> Rendered {
+    let text = match serde_json::to_string_pretty(&document(report, Flavor::Status)) {
+        Ok(json) => json + "\n",
+        // Serializing plain structs of strings and numbers cannot fail; keep
+        // the output valid JSON regardless.
+        Err(error) => serde_json::json!({ "error": error.to_string() }).to_string() + "\n",
+    };
+    Rendered {
+        text,
+        exit_code: exit_code_for(report),
+    }
+}
+
+/// `status`: a human table, worst VM first.
+pub fn render_status_table(report: &Report) -> Rendered {
+    let Report {
+        vms,
+        external_target: _,
+        thresholds,
+        fatal,
+        timestamp_ns: _,
+        duration_ms,
+    } = report;
+    let Thresholds {
+        warning: _,
+        critical: _,
+    } = thresholds;
+    let exit_code = exit_code_for(report);
+    if let Some(fatal) = fatal {
+        return Rendered {
+            text: format!("error: {}\n", one_line(fatal)),
+            exit_code,
+        };
+    }
+    if vms.is_empty() {
+        return Rendered {
+            text: "no running VMs\n".to_string(),
+            exit_code,
+        };
+    }
+    let mut lines = vec![row(["VM", "STATE", "OS", "NICS", "EXT RTT", "REASON"])];
+    for vm in worst_first(vms) {
+        vm_rows(vm, &mut lines);
+    }
+    let took = fixed_decimal(*duration_ms, 1).unwrap_or_else(|| "?".to_string());
+    lines.push(String::new());
+    lines.push(format!(
+        "{} VM{}: {} ({took} ms)",
+        vms.len(),
+        if vms.len() == 1 { "" } else { "s" },
+        counts_text(report)
+    ));
+    let mut text = lines.join("\n");
+    text.push('\n');
+    Rendered { text, exit_code }
+}
+
+fn vm_rows(vm: &VmReport, lines: &mut Vec<String>) {
+    let VmReport {
+        name,
+        uuid: _,
+        os,
+        verdict,
+        agent,
+        nics,
+        external,
+        duration_ms: _,
+    } = vm;
+    let Verdict {
+        state,
+        code: _,
+        reason,
+    } = verdict;
+    let AgentReport {
+        verdict: _,
+        version: _,
+        exec_enabled: _,
+    } = agent;
+    let nics_ok = nics
+        .iter()
+        .filter(|nic| nic.verdict.state == crate::state::ServiceState::Ok)
+        .count();
+    let ext_rtt = match external {
+        Some(TargetReport {
+            address: _,
+            verdict: _,
+            rtt_ms,
+        }) => rtt_text(*rtt_ms),
+        None => "-".to_string(),
+    };
+    lines.push(row([
+        name,
+        state.as_str(),
+        os.as_str(),
+        &format!("{nics_ok}/{}", nics.len()),
+        &ext_rtt,
+        reason,
+    ]));
+    let mut sorted: Vec<&NicReport> = nics.iter().collect();
+    sorted.sort_by(|a, b| a.mac.cmp(&b.mac));
+    for nic in sorted {
+        let NicReport {
+            mac,
+            name,
+            host_dev: _,
+            network: _,
+            ips: _,
+            gateway: _,
+            gateway_source: _,
+            kind,
+            verdict,
+            rtt_ms,
+        } = nic;
+        let label = format!("  {}", name.as_deref().unwrap_or(mac));
+        lines.push(row([
+            &label,
+            verdict.state.as_str(),
+            kind.as_str(),
+            "",
+            &rtt_text(*rtt_ms),
+            &verdict.reason,
+        ]));
+    }
+}
+
+/// `0.41 ms`, `12.3 ms`, `150 ms`, or `-`.
+fn rtt_text(rtt_ms: Option<f64>) -> String {
+    match rtt_ms.filter(|v| v.is_finite()) {
+        None => "-".to_string(),
+        Some(v) if v < 10.0 => format!("{v:.2} ms"),
+        Some(v) if v < 100.0 => format!("{v:.1} ms"),
+        Some(v) => format!("{v:.0} ms"),
+    }
+}
+
+/// One table line; every cell is cut to its column, the last one to what
+/// is left of [`WIDTH`].
+fn row(cells: [&str; 6]) -> String {
+    let [name, state, os, nics, rtt, reason] = cells.map(one_line);
+    let mut line = String::new();
+    for (text, width) in [
+        (&name, NAME_WIDTH),
+        (&state, STATE_WIDTH),
+        (&os, OS_WIDTH),
+        (&nics, NICS_WIDTH),
+    ] {
+        let cell = truncate_chars(text, width);
+        line.push_str(&cell);
+        line.extend(std::iter::repeat_n(' ', width - cell.chars().count() + 1));
+    }
+    let rtt = truncate_chars(&rtt, RTT_WIDTH);
+    line.extend(std::iter::repeat_n(' ', RTT_WIDTH - rtt.chars().count()));
+    line.push_str(&rtt);
+    line.push_str("  ");
+    let left = WIDTH.saturating_sub(line.chars().count());
+    line.push_str(&truncate_chars(&reason, left));
+    line.trim_end().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_fit_80_columns_even_with_long_and_wide_text() {
+        let long = "ü".repeat(200);
+        let line = row([&long, "CRITICAL", "windows", "10/10", "1234 ms", &long]);
+        assert_eq!(line.chars().count(), WIDTH);
+        assert!(line.ends_with('…'));
+        let line = row(["a\nb", "OK", "linux", "1/1", "-", "x\ty"]);
+        assert!(!line.contains('\n') && !line.contains('\t'));
+    }
+
+    #[test]
+    fn rtt_is_short() {
+        assert_eq!(rtt_text(Some(0.412)), "0.41 ms");
+        assert_eq!(rtt_text(Some(12.34)), "12.3 ms");
+        assert_eq!(rtt_text(Some(1500.0)), "1500 ms");
+        assert_eq!(rtt_text(Some(f64::NAN)), "-");
+        assert_eq!(rtt_text(None), "-");
+    }
+}

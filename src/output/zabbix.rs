@@ -1,0 +1,267 @@
+//! Zabbix: low-level discovery arrays (`{#VM.*}`, `{#NIC.*}` macros) and
+//! the master-item document (the status document plus numeric fields for
+//! JSONPath preprocessing and triggers). All JSON goes through serde_json.
+
+use super::json::{document, Flavor};
+use super::{exit_code_for, Rendered};
+use crate::report::{AgentReport, NicReport, Report, Thresholds, VmReport};
+use serde::Serialize;
+
+#[derive(Serialize)]
+struct VmRow<'a> {
+    #[serde(rename = "{#VM.NAME}")]
+    name: &'a str,
+    #[serde(rename = "{#VM.UUID}")]
+    uuid: &'a str,
+    #[serde(rename = "{#VM.OS}")]
+    os: &'a str,
+}
+
+#[derive(Serialize)]
+struct NicRow<'a> {
+    #[serde(rename = "{#VM.NAME}")]
+    vm_name: &'a str,
+    #[serde(rename = "{#VM.UUID}")]
+    vm_uuid: &'a str,
+    #[serde(rename = "{#NIC.MAC}")]
+    mac: &'a str,
+    #[serde(rename = "{#NIC.NAME}")]
+    name: &'a str,
+    #[serde(rename = "{#NIC.IP}")]
+    ip: String,
+    #[serde(rename = "{#NIC.GATEWAY}")]
+    gateway: String,
+    #[serde(rename = "{#NIC.TYPE}")]
+    kind: &'a str,
+    #[serde(rename = "{#NIC.NETWORK}")]
+    network: &'a str,
+}
+
+/// A failed run must not look like "all VMs are gone" (Zabbix would start
+/// deleting discovered items): an object without `data` makes the LLD rule
+/// fail visibly with the message instead.
+#[derive(Serialize)]
+struct DiscoveryError<'a> {
+    error: &'a str,
+}
+
+/// `discover vms`: `[{"{#VM.NAME}":..,"{#VM.UUID}":..,"{#VM.OS}":..}]`.
+pub fn render_discovery_vms(report: &Report) -> Rendered {
+    let Report {
+        vms,
+        external_target: _,
+        thresholds,
+        fatal,
+        timestamp_ns: _,
+        duration_ms: _,
+    } = report;
+    let Thresholds {
+        warning: _,
+        critical: _,
+    } = thresholds;
+    if let Some(fatal) = fatal {
+        return discovery_error(report, fatal);
+    }
+    let rows: Vec<VmRow<'_>> = sorted_vms(vms)
+        .into_iter()
+        .map(|vm| {
+            let VmReport {
+                name,
+                uuid,
+                os,
+                verdict: _,
+                agent: _,
+                nics: _,
+                external: _,
+                duration_ms: _,
+            } = vm;
+            VmRow {
+                name,
+                uuid: uuid.as_deref().unwrap_or(""),
+                os: os.as_str(),
+            }
+        })
+        .collect();
+    to_json(report, &rows)
+}
+
+/// `discover nics`: one row per VM × NIC.
+pub fn render_discovery_nics(report: &Report) -> Rendered {
+    let Report {
+        vms,
+        external_target: _,
+        thresholds,
+        fatal,
+        timestamp_ns: _,
+        duration_ms: _,
+    } = report;
+    let Thresholds {
+        warning: _,
+        critical: _,
+    } = thresholds;
+    if let Some(fatal) = fatal {
+        return discovery_error(report, fatal);
+    }
+    let mut rows: Vec<NicRow<'_>> = Vec::new();
+    for vm in sorted_vms(vms) {
+        let VmReport {
+            name: vm_name,
+            uuid,
+            os: _,
+            verdict: _,
+            agent,
+            nics,
+            external: _,
+            duration_ms: _,
+        } = vm;
+        let AgentReport {
+            verdict: _,
+            version: _,
+            exec_enabled: _,
+        } = agent;
+        let mut sorted: Vec<&NicReport> = nics.iter().collect();
+        sorted.sort_by(|a, b| a.mac.cmp(&b.mac));
+        for nic in sorted {
+            let NicReport {
+                mac,
+                name,
+                host_dev: _,
+                network,
+                ips,
+                gateway,
+                gateway_source: _,
+                kind,
+                verdict: _,
+                rtt_ms: _,
+            } = nic;
+            rows.push(NicRow {
+                vm_name,
+                vm_uuid: uuid.as_deref().unwrap_or(""),
+                mac,
+                name: name.as_deref().unwrap_or(""),
+                ip: ips.first().map(|ip| ip.to_string()).unwrap_or_default(),
+                gateway: gateway.map(|gw| gw.to_string()).unwrap_or_default(),
+                kind: kind.as_str(),
+                network: network.as_deref().unwrap_or(""),
+            });
+        }
+    }
+    to_json(report, &rows)
+}
+
+/// `zabbix`: the master item, one JSON document with every value.
+pub fn render_zabbix(report: &Report) -> Rendered {
+    to_json(report, &document(report, Flavor::Zabbix))
+}
+
+fn sorted_vms(vms: &[VmReport]) -> Vec<&VmReport> {
+    let mut sorted: Vec<&VmReport> = vms.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    sorted
+}
+
+fn discovery_error(report: &Report, fatal: &str) -> Rendered {
+    to_json(report, &DiscoveryError { error: fatal })
+}
+
+fn to_json<T: Serialize>(report: &Report, value: &T) -> Rendered {
+    let text = match serde_json::to_string(value) {
+        Ok(json) => json + "\n",
+        // Plain structs of strings and numbers cannot fail to serialize;
+        // stay valid JSON regardless.
+        Err(error) => serde_json::json!({ "error": error.to_string() }).to_string() + "\n",
+    };
+    Rendered {
+        text,
+        exit_code: exit_code_for(report),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{GuestOs, NicKind, Verdict};
+    use crate::state::ServiceState;
+
+    fn report() -> Report {
+        let ok = |reason: &str| Verdict::new(ServiceState::Ok, "ok", reason);
+        Report {
+            vms: vec![VmReport {
+                name: "web 01, \"x\"=ü\\".to_string(),
+                uuid: None,
+                os: GuestOs::Windows,
+                verdict: ok("fine"),
+                agent: AgentReport {
+                    verdict: ok("up"),
+                    version: None,
+                    exec_enabled: Some(true),
+                },
+                nics: vec![NicReport {
+                    mac: "52:54:00:00:00:02".to_string(),
+                    name: None,
+                    host_dev: None,
+                    network: None,
+                    ips: vec![],
+                    gateway: None,
+                    gateway_source: None,
+                    kind: NicKind::Internal,
+                    verdict: Verdict::new(ServiceState::Ok, "no_gateway", "no gateway known"),
+                    rtt_ms: None,
+                }],
+                external: None,
+                duration_ms: 1.0,
+            }],
+            external_target: None,
+            thresholds: Thresholds::default(),
+            fatal: None,
+            timestamp_ns: 1,
+            duration_ms: 2.0,
+        }
+    }
+
+    #[test]
+    fn discovery_rows_use_empty_strings_not_null() {
+        let vms: serde_json::Value =
+            serde_json::from_str(&render_discovery_vms(&report()).text).expect("json");
+        assert_eq!(
+            vms,
+            serde_json::json!([{"{#VM.NAME}": "web 01, \"x\"=ü\\", "{#VM.UUID}": "", "{#VM.OS}": "windows"}])
+        );
+        let nics: serde_json::Value =
+            serde_json::from_str(&render_discovery_nics(&report()).text).expect("json");
+        assert_eq!(
+            nics,
+            serde_json::json!([{
+                "{#VM.NAME}": "web 01, \"x\"=ü\\", "{#VM.UUID}": "",
+                "{#NIC.MAC}": "52:54:00:00:00:02", "{#NIC.NAME}": "", "{#NIC.IP}": "",
+                "{#NIC.GATEWAY}": "", "{#NIC.TYPE}": "internal", "{#NIC.NETWORK}": ""
+            }])
+        );
+    }
+
+    #[test]
+    fn master_document_has_numeric_fields() {
+        let doc: serde_json::Value =
+            serde_json::from_str(&render_zabbix(&report()).text).expect("json");
+        assert_eq!(doc["summary"]["vms"], 1);
+        assert_eq!(doc["summary"]["ok"], 1);
+        assert_eq!(doc["vms"][0]["state_code"], 0);
+        assert_eq!(doc["vms"][0]["agent"]["state_code"], 0);
+        assert_eq!(doc["vms"][0]["nics"][0]["state_code"], 0);
+        assert!(doc["vms"][0]["nics"][0]["reachable"].is_null());
+        assert!(doc["error"].is_null());
+    }
+
+    #[test]
+    fn fatal_is_an_error_not_an_empty_discovery() {
+        let mut r = report();
+        r.vms.clear();
+        r.fatal = Some("libvirt: permission denied".to_string());
+        let out = render_discovery_vms(&r);
+        assert_eq!(out.text, "{\"error\":\"libvirt: permission denied\"}\n");
+        assert_eq!(out.exit_code, 3);
+        let doc: serde_json::Value = serde_json::from_str(&render_zabbix(&r).text).expect("json");
+        assert_eq!(doc["error"], "libvirt: permission denied");
+        assert_eq!(render_zabbix(&r).exit_code, 3);
+    }
+}

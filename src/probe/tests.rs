@@ -1,0 +1,515 @@
+//! The probe core against a scripted agent: Linux, Windows, exec disabled,
+//! agent silent, ping failing, no gateway, and libvirt-side NIC facts.
+
+use super::*;
+use crate::inventory::{AgentConnector, ChannelState, NicConfig, VmTarget};
+use crate::qga::fake::{CallLog, FakeTransport};
+use crate::qga::{AgentError, AgentTransport};
+use base64::Engine;
+use serde_json::{json, Value};
+use std::sync::Mutex;
+
+const MAC: &str = "52:54:00:aa:bb:01";
+
+/// Hands out one prepared transport; a second connect fails.
+struct OneShot(Mutex<Option<FakeTransport>>);
+
+impl AgentConnector for OneShot {
+    fn connect(&self, _timeout: Duration) -> Result<Box<dyn AgentTransport>, AgentError> {
+        match self.0.lock().ok().and_then(|mut t| t.take()) {
+            Some(t) => Ok(Box::new(t)),
+            None => Err(AgentError::Connect("already used".into())),
+        }
+    }
+}
+
+fn b64(text: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+fn guest_info(version: &str, commands: &[(&str, bool)]) -> Value {
+    let list: Vec<Value> = commands
+        .iter()
+        .map(|(name, enabled)| json!({"name": name, "enabled": enabled}))
+        .collect();
+    json!({"version": version, "supported_commands": list})
+}
+
+fn linux_commands(exec: bool) -> Vec<(&'static str, bool)> {
+    vec![
+        ("guest-get-osinfo", true),
+        ("guest-network-get-interfaces", true),
+        ("guest-exec", exec),
+        ("guest-exec-status", exec),
+    ]
+}
+
+fn interfaces() -> Value {
+    json!([
+        {"name": "lo", "hardware-address": "00:00:00:00:00:00",
+         "ip-addresses": [{"ip-address": "127.0.0.1", "prefix": 8}]},
+        {"name": "eth0", "hardware-address": MAC,
+         "ip-addresses": [{"ip-address": "192.0.2.10", "prefix": 24}]}
+    ])
+}
+
+const IPUTILS_OK: &str = "PING x (x) 56(84) bytes of data.\n64 bytes from x: icmp_seq=1 ttl=64 time=0.412 ms\n\n--- x ping statistics ---\n1 packets transmitted, 1 received, 0% packet loss, time 0ms\n";
+const IPUTILS_LOST: &str = "PING x\n\n--- x ping statistics ---\n1 packets transmitted, 0 received, 100% packet loss, time 0ms\n";
+
+/// A Linux guest whose `ping` answers per target with `(exit code, stdout)`;
+/// `ip route` reports 192.0.2.1 as eth0's default gateway.
+fn linux_guest(exec: bool, ping: fn(&str) -> (i64, &'static str)) -> FakeTransport {
+    let outputs: std::sync::Arc<Mutex<std::collections::HashMap<i64, Value>>> = Default::default();
+    let next_pid = std::sync::Arc::new(Mutex::new(100i64));
+    let outputs_exec = outputs.clone();
+    FakeTransport::new()
+        .reply("guest-info", guest_info("7.2.22", &linux_commands(exec)))
+        .reply(
+            "guest-get-osinfo",
+            json!({"id": "debian", "kernel-release": "6.1.0"}),
+        )
+        .reply("guest-network-get-interfaces", interfaces())
+        .handle("guest-exec", move |args| {
+            let args = args.cloned().unwrap_or_default();
+            let path = args["path"].as_str().unwrap_or_default().to_string();
+            let argv: Vec<String> = args["arg"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let reply = match path.as_str() {
+                "/sbin/ip" => json!({"exited": true, "exitcode": 0,
+                    "out-data": b64("default via 192.0.2.1 dev eth0 proto static\n")}),
+                "/bin/ping" => {
+                    let target = argv.last().cloned().unwrap_or_default();
+                    let (code, out) = ping(&target);
+                    json!({"exited": true, "exitcode": code, "out-data": b64(out)})
+                }
+                other => {
+                    return Err(AgentError::Command {
+                        command: "guest-exec".into(),
+                        desc: format!(
+                            "Failed to execute child process “{other}” (No such file or directory)"
+                        ),
+                    })
+                }
+            };
+            let mut pid = next_pid.lock().unwrap();
+            *pid += 1;
+            outputs_exec.lock().unwrap().insert(*pid, reply);
+            Ok(json!({"pid": *pid}))
+        })
+        .handle("guest-exec-status", move |args| {
+            let pid = args.and_then(|a| a["pid"].as_i64()).unwrap_or(-1);
+            outputs
+                .lock()
+                .unwrap()
+                .remove(&pid)
+                .ok_or(AgentError::Command {
+                    command: "guest-exec-status".into(),
+                    desc: "Invalid parameter 'pid'".into(),
+                })
+        })
+}
+
+fn target_with(transport: FakeTransport, nics: Vec<NicConfig>) -> VmTarget {
+    VmTarget {
+        name: "vm1".into(),
+        uuid: Some("u-1".into()),
+        running: true,
+        channel: ChannelState::Connected,
+        nics,
+        connector: Box::new(OneShot(Mutex::new(Some(transport)))),
+    }
+}
+
+fn cfg() -> ProbeConfig {
+    ProbeConfig {
+        external: Some("198.51.100.1".parse().unwrap()),
+        ..ProbeConfig::default()
+    }
+}
+
+fn probe(transport: FakeTransport, cfg: &ProbeConfig) -> (VmReport, CallLog) {
+    let calls = transport.calls();
+    let target = target_with(transport, Vec::new());
+    (
+        probe_vm(&target, cfg, Instant::now() + Duration::from_secs(5)),
+        calls,
+    )
+}
+
+fn all_ok(_target: &str) -> (i64, &'static str) {
+    (0, IPUTILS_OK)
+}
+
+#[test]
+fn healthy_linux_guest_is_ok_with_rtts() {
+    let (vm, calls) = probe(linux_guest(true, all_ok), &cfg());
+    assert_eq!(vm.verdict.state, ServiceState::Ok, "{vm:?}");
+    assert_eq!(vm.os, GuestOs::Linux);
+    assert_eq!(vm.nics.len(), 1, "loopback is not a NIC");
+    let nic = &vm.nics[0];
+    assert_eq!(nic.mac, MAC);
+    assert_eq!(nic.gateway, Some("192.0.2.1".parse().unwrap()));
+    assert_eq!(nic.gateway_source, Some(GatewaySource::GuestRouteTable));
+    assert_eq!(nic.rtt_ms, Some(0.412));
+    let ext = vm.external.as_ref().unwrap();
+    assert_eq!(ext.verdict.state, ServiceState::Ok);
+    assert_eq!(ext.rtt_ms, Some(0.412));
+    // Both pings started before either was polled.
+    let calls = calls.lock().unwrap();
+    let is_ping = |(c, a): &(String, Option<Value>)| {
+        c == "guest-exec" && a.as_ref().unwrap()["path"] == "/bin/ping"
+    };
+    let first_ping = calls.iter().position(is_ping).unwrap();
+    assert!(is_ping(&calls[first_ping + 1]));
+    assert_eq!(calls[first_ping + 2].0, "guest-exec-status");
+    assert_eq!(calls.iter().filter(|c| is_ping(c)).count(), 2);
+}
+
+#[test]
+fn ping_argv_is_fixed_and_env_is_c_locale() {
+    let (_, calls) = probe(linux_guest(true, all_ok), &cfg());
+    let calls = calls.lock().unwrap();
+    let ping = calls
+        .iter()
+        .find(|(c, a)| c == "guest-exec" && a.as_ref().unwrap()["path"] == "/bin/ping")
+        .and_then(|(_, a)| a.clone())
+        .unwrap();
+    assert_eq!(
+        ping["arg"],
+        json!(["-n", "-c", "1", "-W", "1", "192.0.2.1"])
+    );
+    assert_eq!(ping["capture-output"], json!(true));
+    assert!(ping["env"].as_array().unwrap().contains(&json!("LC_ALL=C")));
+}
+
+#[test]
+fn gateway_down_is_critical_and_named() {
+    fn gw_down(target: &str) -> (i64, &'static str) {
+        if target == "192.0.2.1" {
+            (1, IPUTILS_LOST)
+        } else {
+            (0, IPUTILS_OK)
+        }
+    }
+    let (vm, _) = probe(linux_guest(true, gw_down), &cfg());
+    assert_eq!(vm.verdict.state, ServiceState::Critical);
+    assert_eq!(vm.verdict.code, "gateway_unreachable");
+    assert_eq!(
+        vm.verdict.reason,
+        "eth0: gateway 192.0.2.1 unreachable (no reply)"
+    );
+    assert_eq!(vm.external.unwrap().verdict.state, ServiceState::Ok);
+}
+
+#[test]
+fn external_down_is_critical_while_gateway_stays_ok() {
+    fn ext_down(target: &str) -> (i64, &'static str) {
+        if target == "198.51.100.1" {
+            (1, IPUTILS_LOST)
+        } else {
+            (0, IPUTILS_OK)
+        }
+    }
+    let (vm, _) = probe(linux_guest(true, ext_down), &cfg());
+    assert_eq!(vm.verdict.code, "external_unreachable");
+    assert_eq!(vm.nics[0].verdict.state, ServiceState::Ok);
+}
+
+#[test]
+fn exec_disabled_is_unknown_with_its_own_reason_and_runs_nothing() {
+    let (vm, calls) = probe(linux_guest(false, all_ok), &cfg());
+    assert_eq!(vm.agent.verdict.state, ServiceState::Ok);
+    assert_eq!(vm.agent.exec_enabled, Some(false));
+    assert_eq!(vm.verdict.state, ServiceState::Unknown);
+    assert_eq!(vm.verdict.code, "exec_disabled");
+    assert_eq!(vm.external.unwrap().verdict.code, "exec_disabled");
+    assert!(calls.lock().unwrap().iter().all(|(c, _)| c != "guest-exec"));
+}
+
+#[test]
+fn silent_agent_is_unknown_and_agent_down_state_can_raise_it() {
+    let silent = || {
+        FakeTransport::new().fail(
+            "guest-info",
+            AgentError::Timeout {
+                command: "guest-info".into(),
+            },
+        )
+    };
+    let (vm, _) = probe(silent(), &cfg());
+    assert_eq!(vm.verdict.state, ServiceState::Unknown);
+    assert_eq!(vm.verdict.code, "agent_timeout");
+    let mut critical = cfg();
+    critical.policy.agent_down_state = ServiceState::Critical;
+    let (vm, _) = probe(silent(), &critical);
+    assert_eq!(vm.verdict.state, ServiceState::Critical);
+}
+
+#[test]
+fn agent_dying_mid_run_marks_the_rest_unknown() {
+    let guest = linux_guest(true, all_ok).fail(
+        "guest-exec-status",
+        AgentError::Disconnected("agent closed the connection".into()),
+    );
+    let (vm, _) = probe(guest, &cfg());
+    assert_eq!(vm.verdict.code, "agent_disconnected");
+    assert_eq!(vm.nics[0].verdict.code, "agent_disconnected");
+}
+
+#[test]
+fn no_gateway_is_reported_not_failed() {
+    let guest = linux_guest(true, all_ok)
+        .handle("guest-exec", |args| {
+            let path = args
+                .and_then(|a| a["path"].as_str())
+                .unwrap_or_default()
+                .to_string();
+            if path == "/sbin/ip" {
+                return Err(AgentError::Command {
+                    command: "guest-exec".into(),
+                    desc: "other".into(),
+                });
+            }
+            Ok(json!({"pid": 7}))
+        })
+        .reply(
+            "guest-exec-status",
+            json!({"exited": true, "exitcode": 0, "out-data": b64(IPUTILS_OK)}),
+        );
+    let (vm, _) = probe(guest, &cfg());
+    assert_eq!(vm.nics[0].verdict.code, "no_gateway");
+    assert_eq!(vm.nics[0].verdict.state, ServiceState::Ok);
+    assert_eq!(vm.verdict.state, ServiceState::Ok);
+}
+
+#[test]
+fn windows_guest_uses_ping_exe_and_the_ttl_rule() {
+    let trap = "Pinging 192.0.2.1 with 32 bytes of data:\r\nReply from 192.0.2.5: Destination host unreachable.\r\n";
+    let guest = FakeTransport::new()
+        .reply("guest-info", guest_info("100.0.0", &linux_commands(true)))
+        .reply("guest-get-osinfo", json!({"id": "mswindows", "pretty-name": "Windows 10 Pro"}))
+        .reply("guest-network-get-interfaces", json!([
+            {"name": "Ethernet 2", "hardware-address": MAC, "ip-addresses": [{"ip-address": "192.0.2.10", "prefix": 24}]},
+            {"name": "Loopback Pseudo-Interface 1", "ip-addresses": [{"ip-address": "127.0.0.1", "prefix": 8}]}
+        ]))
+        .handle("guest-exec", |args| {
+            let args = args.cloned().unwrap_or_default();
+            assert!(args.get("env").is_none(), "no env on Windows");
+            match args["path"].as_str() {
+                Some(r"C:\Windows\System32\ROUTE.EXE") => Ok(json!({"pid": 1})),
+                Some(r"C:\Windows\System32\PING.EXE") => Ok(json!({"pid": 2})),
+                _ => Err(AgentError::Command { command: "guest-exec".into(), desc: "Failed to execute child process (No such file or directory)".into() }),
+            }
+        })
+        .handle("guest-exec-status", move |args| {
+            let pid = args.and_then(|a| a["pid"].as_i64());
+            Ok(match pid {
+                Some(1) => json!({"exited": true, "exitcode": 0, "out-data": b64("          0.0.0.0          0.0.0.0      192.0.2.1    192.0.2.10     25\r\n")}),
+                _ => json!({"exited": true, "exitcode": 0, "out-data": b64(trap)}),
+            })
+        });
+    let (vm, calls) = probe(guest, &cfg());
+    assert_eq!(vm.os, GuestOs::Windows);
+    assert_eq!(vm.nics.len(), 1);
+    assert_eq!(vm.nics[0].gateway, Some("192.0.2.1".parse().unwrap()));
+    assert_eq!(
+        vm.nics[0].verdict.code, "gateway_unreachable",
+        "exit 0 without TTL= is a failure"
+    );
+    let calls = calls.lock().unwrap();
+    let ping = calls
+        .iter()
+        .rev()
+        .find(|(c, _)| c == "guest-exec")
+        .and_then(|(_, a)| a.clone())
+        .unwrap();
+    assert_eq!(
+        ping["arg"],
+        json!(["-n", "1", "-w", "1000", "-4", "198.51.100.1"])
+    );
+}
+
+#[test]
+fn cmd_exe_fallback_detects_the_os_when_osinfo_is_missing() {
+    let mut commands = linux_commands(true);
+    commands.retain(|(c, _)| *c != "guest-get-osinfo");
+    let guest = linux_guest(true, all_ok).reply("guest-info", guest_info("2.5.0", &commands));
+    let (vm, calls) = probe(guest, &cfg());
+    assert_eq!(vm.os, GuestOs::Linux);
+    assert!(calls
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(c, a)| c == "guest-exec" && a.as_ref().unwrap()["path"] == "cmd.exe"));
+}
+
+#[test]
+fn missing_ping_binaries_are_tried_in_order_then_reported() {
+    let guest = linux_guest(true, all_ok).handle("guest-exec", |args| {
+        let path = args
+            .and_then(|a| a["path"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        Err(AgentError::Command {
+            command: "guest-exec".into(),
+            desc: format!("Failed to execute child process “{path}” (No such file or directory)"),
+        })
+    });
+    let (vm, calls) = probe(guest, &cfg());
+    assert_eq!(vm.external.as_ref().unwrap().verdict.code, "ping_missing");
+    let tried: Vec<String> = calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(c, _)| c == "guest-exec")
+        .filter_map(|(_, a)| a.as_ref()?["path"].as_str().map(String::from))
+        .filter(|p| p.contains("ping"))
+        .collect();
+    assert_eq!(tried, ping::LINUX_PING_PATHS);
+}
+
+#[test]
+fn libvirt_nics_join_by_mac_and_use_the_network_gateway() {
+    let guest = linux_guest(true, all_ok).reply(
+        "guest-info",
+        guest_info(
+            "7.2.22",
+            &[
+                ("guest-network-get-interfaces", true),
+                ("guest-get-osinfo", true),
+                ("guest-exec", true),
+                ("guest-exec-status", true),
+            ],
+        ),
+    );
+    let nics = vec![
+        NicConfig {
+            mac: MAC.into(),
+            network: Some("ext-net".into()),
+            host_dev: Some("vnet0".into()),
+            network_addresses: vec![("192.0.2.1".parse().unwrap(), 24)],
+            ..NicConfig::default()
+        },
+        NicConfig {
+            mac: "52:54:00:aa:bb:09".into(),
+            network: Some("int-net".into()),
+            ..NicConfig::default()
+        },
+        NicConfig {
+            mac: "52:54:00:aa:bb:0a".into(),
+            link_down: true,
+            ..NicConfig::default()
+        },
+    ];
+    let mut cfg = cfg();
+    cfg.external_networks = vec!["ext-net".into()];
+    let target = target_with(guest, nics);
+    let vm = probe_vm(&target, &cfg, Instant::now() + Duration::from_secs(5));
+    assert_eq!(vm.nics[0].kind, NicKind::External);
+    assert_eq!(vm.nics[0].name.as_deref(), Some("eth0"));
+    assert_eq!(vm.nics[0].host_dev.as_deref(), Some("vnet0"));
+    assert_eq!(vm.nics[0].verdict.state, ServiceState::Ok);
+    assert_eq!(vm.nics[1].kind, NicKind::Internal);
+    assert_eq!(vm.nics[1].verdict.code, "nic_missing");
+    assert_eq!(vm.nics[2].verdict.code, "nic_missing");
+    assert_eq!(vm.verdict.state, ServiceState::Critical);
+}
+
+#[test]
+fn internal_only_vms_skip_the_external_ping_when_networks_are_declared() {
+    let mut cfg = cfg();
+    cfg.external_networks = vec!["nope".into()];
+    let (vm, _) = probe(linux_guest(true, all_ok), &cfg);
+    assert!(vm.external.is_none());
+    cfg.external_networks = vec!["eth0".into()];
+    let (vm, _) = probe(linux_guest(true, all_ok), &cfg);
+    assert!(vm.external.is_some());
+    assert_eq!(vm.nics[0].kind, NicKind::External);
+}
+
+#[test]
+fn no_exec_reports_interfaces_without_running_anything() {
+    let mut cfg = cfg();
+    cfg.no_exec = true;
+    cfg.external = None;
+    cfg.fallback_gateway = Some("192.0.2.1".parse().unwrap());
+    let (vm, calls) = probe(linux_guest(true, all_ok), &cfg);
+    assert!(calls.lock().unwrap().iter().all(|(c, _)| c != "guest-exec"));
+    assert_eq!(vm.nics[0].verdict.code, "not_checked");
+    assert_eq!(vm.verdict.state, ServiceState::Ok);
+    assert!(vm.external.is_none());
+}
+
+#[test]
+fn not_running_and_channel_states_come_before_the_agent() {
+    let mut target = target_with(
+        FakeTransport::new(),
+        vec![NicConfig {
+            mac: MAC.into(),
+            ..NicConfig::default()
+        }],
+    );
+    target.running = false;
+    let vm = probe_vm(&target, &cfg(), Instant::now() + Duration::from_secs(1));
+    assert_eq!(
+        (vm.verdict.state, vm.verdict.code),
+        (ServiceState::Critical, "vm_not_running")
+    );
+    for (channel, code) in [
+        (ChannelState::Missing, "no_agent_channel"),
+        (ChannelState::Disconnected, "agent_not_connected"),
+    ] {
+        let mut target = target_with(FakeTransport::new(), vec![]);
+        target.channel = channel;
+        let vm = probe_vm(&target, &cfg(), Instant::now() + Duration::from_secs(1));
+        assert_eq!(vm.verdict.code, code);
+        assert_eq!(vm.external.unwrap().verdict.code, code);
+    }
+}
+
+#[test]
+fn runner_reports_unfinished_vms_as_timed_out_and_keeps_the_rest() {
+    struct Stuck;
+    impl AgentConnector for Stuck {
+        fn connect(&self, _t: Duration) -> Result<Box<dyn AgentTransport>, AgentError> {
+            std::thread::sleep(Duration::from_secs(3));
+            Err(AgentError::Connect("late".into()))
+        }
+    }
+    let healthy = target_with(linux_guest(true, all_ok), vec![]);
+    let stuck = VmTarget {
+        name: "stuck".into(),
+        uuid: None,
+        running: true,
+        channel: ChannelState::Unknown,
+        nics: vec![],
+        connector: Box::new(Stuck),
+    };
+    let started = Instant::now();
+    let reports = runner::probe_all(
+        vec![stuck, healthy],
+        &cfg(),
+        4,
+        started + Duration::from_millis(600),
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(reports[0].name, "stuck");
+    assert_eq!(reports[0].verdict.code, "timed_out");
+    assert_eq!(reports[1].name, "vm1");
+    assert_eq!(reports[1].verdict.state, ServiceState::Ok);
+}
+
+#[test]
+fn rtt_thresholds_apply_to_gateway_and_external() {
+    let mut cfg = cfg();
+    cfg.policy.rtt_warning = Some("0.1".parse().unwrap());
+    let (vm, _) = probe(linux_guest(true, all_ok), &cfg);
+    assert_eq!(vm.verdict.state, ServiceState::Warning);
+    assert_eq!(vm.verdict.code, "rtt_high");
+}

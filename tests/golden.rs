@@ -1,0 +1,413 @@
+//! Golden files: one fixture report rendered in every output format, plus a
+//! failed run. `UPDATE_GOLDEN=1 cargo test --test golden` rewrites them.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use vmnetprobe::output::{
+    render_discovery_nics, render_discovery_vms, render_nagios, render_status_json,
+    render_status_table, render_telegraf, render_zabbix, Rendered,
+};
+use vmnetprobe::report::{
+    AgentReport, GatewaySource, GuestOs, NicKind, NicReport, Report, TargetReport, Thresholds,
+    Verdict, VmReport,
+};
+use vmnetprobe::state::ServiceState::{self, Critical, Ok as Good, Unknown, Warning};
+
+const TIMESTAMP_NS: u64 = 1_795_636_800_000_000_000;
+const EXTERNAL: &str = "198.51.100.1";
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().expect("fixture IP")
+}
+
+fn agent_up(version: &str) -> AgentReport {
+    AgentReport {
+        verdict: Verdict::new(Good, "ok", format!("guest agent {version} responding")),
+        version: Some(version.to_string()),
+        exec_enabled: Some(true),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn nic(
+    mac: &str,
+    name: &str,
+    dev: &str,
+    network: &str,
+    ips: &[&str],
+    gateway: Option<&str>,
+    kind: NicKind,
+    verdict: Verdict,
+    rtt_ms: Option<f64>,
+) -> NicReport {
+    NicReport {
+        mac: mac.to_string(),
+        name: Some(name.to_string()),
+        host_dev: Some(dev.to_string()),
+        network: Some(network.to_string()),
+        ips: ips.iter().map(|a| ip(a)).collect(),
+        gateway: gateway.map(ip),
+        gateway_source: gateway.map(|_| GatewaySource::LibvirtNetwork),
+        kind,
+        verdict,
+        rtt_ms,
+    }
+}
+
+fn external(
+    state: ServiceState,
+    code: &'static str,
+    reason: &str,
+    rtt: Option<f64>,
+) -> TargetReport {
+    TargetReport {
+        address: ip(EXTERNAL),
+        verdict: Verdict::new(state, code, reason),
+        rtt_ms: rtt,
+    }
+}
+
+/// Five VMs (sorted by name, as the probe delivers them): OK with an
+/// internal NIC without gateway, WARNING (RTT), a nasty name, CRITICAL
+/// (gateway down), and a Windows VM with guest-exec disabled.
+fn fixture() -> Report {
+    let app01 = VmReport {
+        name: "app01".to_string(),
+        uuid: Some("6695eb01-f6a4-8304-79aa-97f2502e193f".to_string()),
+        os: GuestOs::Linux,
+        verdict: Verdict::new(Good, "ok", "all reachable"),
+        agent: agent_up("7.2.22"),
+        nics: vec![
+            nic(
+                "52:54:00:aa:bb:01",
+                "eth0",
+                "vnet0",
+                "default",
+                &["192.0.2.10", "2001:db8::10"],
+                Some("192.0.2.1"),
+                NicKind::External,
+                Verdict::new(Good, "ok", "gateway 192.0.2.1 rtt 0.41 ms"),
+                Some(0.412),
+            ),
+            nic(
+                "52:54:00:aa:bb:02",
+                "eth1",
+                "vnet1",
+                "isolated",
+                &["10.0.0.10"],
+                None,
+                NicKind::Internal,
+                Verdict::new(Good, "no_gateway", "no gateway known"),
+                None,
+            ),
+        ],
+        external: Some(external(
+            Good,
+            "ok",
+            "external 198.51.100.1 rtt 12 ms",
+            Some(12.3),
+        )),
+        duration_ms: 41.5,
+    };
+    let db02 = VmReport {
+        name: "db02".to_string(),
+        uuid: Some("0b6ce2a4-3e44-4c47-9c1e-2d0e5e7f0d02".to_string()),
+        os: GuestOs::Linux,
+        verdict: Verdict::new(
+            Warning,
+            "rtt_high",
+            "eth0: gateway 192.0.2.1 rtt 151 ms outside warning range 100",
+        ),
+        agent: agent_up("10.0.2"),
+        nics: vec![nic(
+            "52:54:00:aa:bb:03",
+            "eth0",
+            "vnet2",
+            "default",
+            &["192.0.2.11"],
+            Some("192.0.2.1"),
+            NicKind::External,
+            Verdict::new(
+                Warning,
+                "rtt_high",
+                "gateway 192.0.2.1 rtt 151 ms outside warning range 100",
+            ),
+            Some(150.5),
+        )],
+        external: Some(external(
+            Good,
+            "ok",
+            "external 198.51.100.1 rtt 0.00 ms",
+            Some(0.0000001),
+        )),
+        duration_ms: 38.25,
+    };
+    let nasty = VmReport {
+        name: "web 01, \"x\"=ü\\".to_string(),
+        uuid: None,
+        os: GuestOs::Unknown,
+        verdict: Verdict::new(Good, "ok", "all reachable"),
+        agent: AgentReport {
+            verdict: Verdict::new(Good, "ok", "guest agent responding"),
+            version: None,
+            exec_enabled: Some(true),
+        },
+        nics: vec![NicReport {
+            mac: "52:54:00:aa:bb:04".to_string(),
+            name: None,
+            host_dev: None,
+            network: None,
+            ips: vec![ip("192.0.2.12")],
+            gateway: Some(ip("192.0.2.1")),
+            gateway_source: Some(GatewaySource::User),
+            kind: NicKind::Internal,
+            verdict: Verdict::new(Good, "ok", "gateway 192.0.2.1 reachable"),
+            rtt_ms: None,
+        }],
+        external: Some(external(
+            Good,
+            "ok",
+            "external 198.51.100.1 rtt 1.50 ms",
+            Some(1.5),
+        )),
+        duration_ms: 20.0,
+    };
+    let web01 = VmReport {
+        name: "web01".to_string(),
+        uuid: Some("9a1f3c5e-7b2d-4e6f-8a9b-0c1d2e3f4a05".to_string()),
+        os: GuestOs::Linux,
+        verdict: Verdict::new(
+            Critical,
+            "gateway_unreachable",
+            "eth0: gateway 192.0.2.1 unreachable (destination host unreachable)",
+        ),
+        agent: agent_up("7.2.22"),
+        nics: vec![nic(
+            "52:54:00:aa:bb:05",
+            "eth0",
+            "vnet3",
+            "default",
+            &["192.0.2.13"],
+            Some("192.0.2.1"),
+            NicKind::External,
+            Verdict::new(
+                Critical,
+                "gateway_unreachable",
+                "gateway 192.0.2.1 unreachable (destination host unreachable)",
+            ),
+            None,
+        )],
+        external: Some(external(
+            Critical,
+            "external_unreachable",
+            "external 198.51.100.1 unreachable",
+            None,
+        )),
+        duration_ms: 1012.0,
+    };
+    let win01 = VmReport {
+        name: "win01".to_string(),
+        uuid: Some("4c4c4544-0042-3510-8052-b4c04f4e3032".to_string()),
+        os: GuestOs::Windows,
+        verdict: Verdict::new(
+            Unknown,
+            "exec_disabled",
+            "guest-exec disabled by the guest agent's policy",
+        ),
+        agent: AgentReport {
+            verdict: Verdict::new(Good, "ok", "guest agent 108.0.2 responding"),
+            version: Some("108.0.2".to_string()),
+            exec_enabled: Some(false),
+        },
+        nics: vec![nic(
+            "52:54:00:aa:bb:06",
+            "Ethernet 2",
+            "vnet4",
+            "default",
+            &["192.0.2.14"],
+            Some("192.0.2.1"),
+            NicKind::External,
+            Verdict::new(
+                Unknown,
+                "exec_disabled",
+                "guest-exec disabled by the guest agent's policy",
+            ),
+            None,
+        )],
+        external: Some(external(
+            Unknown,
+            "exec_disabled",
+            "guest-exec disabled by the guest agent's policy",
+            None,
+        )),
+        duration_ms: 15.75,
+    };
+    Report {
+        vms: vec![app01, db02, nasty, web01, win01],
+        external_target: Some(ip(EXTERNAL)),
+        thresholds: Thresholds {
+            warning: Some("100".parse().expect("range")),
+            critical: Some("500".parse().expect("range")),
+        },
+        fatal: None,
+        timestamp_ns: TIMESTAMP_NS,
+        duration_ms: 1034.5,
+    }
+}
+
+fn fatal_fixture() -> Report {
+    Report {
+        vms: Vec::new(),
+        external_target: Some(ip(EXTERNAL)),
+        thresholds: Thresholds::default(),
+        fatal: Some(
+            "cannot connect to qemu:///system: Failed to connect socket to \
+             '/var/run/libvirt/libvirt-sock': Permission denied"
+                .to_string(),
+        ),
+        timestamp_ns: TIMESTAMP_NS,
+        duration_ms: 2.5,
+    }
+}
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("golden")
+}
+
+/// A line diff (longest common subsequence) of expected vs actual.
+fn diff(expected: &str, actual: &str) -> String {
+    let a: Vec<&str> = expected.lines().collect();
+    let b: Vec<&str> = actual.lines().collect();
+    let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j) = (0, 0);
+    let mut out = String::new();
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            out.push_str(&format!("  {}\n", a[i]));
+            i += 1;
+            j += 1;
+        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
+            out.push_str(&format!("- {}\n", a[i]));
+            i += 1;
+        } else {
+            out.push_str(&format!("+ {}\n", b[j]));
+            j += 1;
+        }
+    }
+    out.push_str(&first_difference(expected, actual));
+    out
+}
+
+/// Where two texts first differ, with some context: long one-line JSON
+/// documents are unreadable as a line diff.
+fn first_difference(expected: &str, actual: &str) -> String {
+    let a: Vec<char> = expected.chars().collect();
+    let b: Vec<char> = actual.chars().collect();
+    let Some(at) = (0..a.len().max(b.len())).find(|&i| a.get(i) != b.get(i)) else {
+        return String::new();
+    };
+    let context = |text: &[char]| -> String {
+        let start = at.saturating_sub(40);
+        let end = (at + 40).min(text.len());
+        text.get(start..end)
+            .map_or(String::new(), |s| s.iter().collect())
+    };
+    format!(
+        "first difference at character {at}:\n  golden:   {:?}\n  rendered: {:?}\n",
+        context(&a),
+        context(&b)
+    )
+}
+
+/// Compares every rendering with its golden file; collects all mismatches
+/// before failing, or rewrites the files with `UPDATE_GOLDEN=1`.
+fn check(cases: &[(&str, Rendered, u8)]) {
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1");
+    let mut failures = Vec::new();
+    for (name, rendered, exit_code) in cases {
+        assert_eq!(rendered.exit_code, *exit_code, "exit code of {name}");
+        let path = golden_dir().join(format!("{name}.txt"));
+        if update {
+            std::fs::create_dir_all(golden_dir()).expect("create tests/golden");
+            std::fs::write(&path, &rendered.text).expect("write golden file");
+            continue;
+        }
+        let expected = std::fs::read_to_string(&path).unwrap_or_default();
+        if expected != rendered.text {
+            failures.push(format!(
+                "--- {} (- golden, + rendered)\n{}",
+                path.display(),
+                diff(&expected, &rendered.text)
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "golden files differ; rerun with UPDATE_GOLDEN=1 if the change is intended\n\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn every_format_matches_its_golden_file() {
+    let report = fixture();
+    check(&[
+        ("nagios", render_nagios(&report), 2),
+        ("discovery_vms", render_discovery_vms(&report), 0),
+        ("discovery_nics", render_discovery_nics(&report), 0),
+        ("zabbix", render_zabbix(&report), 0),
+        ("telegraf", render_telegraf(&report), 0),
+        ("status_table", render_status_table(&report), 0),
+        ("status_json", render_status_json(&report), 0),
+    ]);
+}
+
+#[test]
+fn a_failed_run_matches_its_golden_files() {
+    let report = fatal_fixture();
+    check(&[
+        ("nagios_fatal", render_nagios(&report), 3),
+        ("telegraf_fatal", render_telegraf(&report), 0),
+    ]);
+}
+
+#[test]
+fn json_outputs_parse_and_table_fits_80_columns() {
+    let report = fixture();
+    for rendered in [
+        render_discovery_vms(&report),
+        render_discovery_nics(&report),
+        render_zabbix(&report),
+        render_status_json(&report),
+    ] {
+        let parsed: Result<serde_json::Value, _> = serde_json::from_str(&rendered.text);
+        assert!(parsed.is_ok(), "not JSON: {}", rendered.text);
+    }
+    for line in render_status_table(&report).text.lines() {
+        assert!(line.chars().count() <= 80, "too wide: {line:?}");
+    }
+}
+
+#[test]
+fn telegraf_lines_are_well_formed() {
+    let text = render_telegraf(&fixture()).text;
+    assert!(!text.contains('\r'));
+    for line in text.lines() {
+        assert!(line.ends_with(&format!(" {TIMESTAMP_NS}")), "{line}");
+        assert!(
+            !line.contains("=,") && !line.contains("= "),
+            "empty tag: {line}"
+        );
+    }
+}
