@@ -1,0 +1,37 @@
+//! The README's example output is the golden files, verbatim.
+//! `UPDATE_GOLDEN=1` rewrites the README blocks from the golden files.
+
+use std::path::Path;
+
+#[test]
+fn readme_examples_are_the_golden_files() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let mut checked = 0;
+    let mut rest = readme.as_str();
+    while let Some(start) = rest.find("<!-- golden:") {
+        let after = &rest[start + "<!-- golden:".len()..];
+        let name_end = after.find(" -->").expect("marker end");
+        let name = &after[..name_end];
+        let body_start = after.find("```text\n").expect("code block") + "```text\n".len();
+        let body_end = after.find("```\n<!-- /golden -->").expect("block end");
+        let shown = &after[body_start..body_end];
+        let golden = std::fs::read_to_string(root.join("tests/golden").join(name))
+            .unwrap_or_else(|e| panic!("golden {name}: {e}"));
+        if shown != golden && std::env::var("UPDATE_GOLDEN").as_deref() == Ok("1") {
+            let offset = readme.len() - after.len();
+            let updated = format!(
+                "{}{}{}",
+                &readme[..offset + body_start],
+                golden,
+                &readme[offset + body_end..]
+            );
+            std::fs::write(root.join("README.md"), updated).expect("write README.md");
+            return readme_examples_are_the_golden_files();
+        }
+        assert_eq!(shown, golden, "README block {name} differs from tests/golden/{name} (UPDATE_GOLDEN=1 rewrites it)");
+        checked += 1;
+        rest = &after[body_end..];
+    }
+    assert!(checked >= 3, "expected golden blocks in the README, found {checked}");
+}
