@@ -129,7 +129,11 @@ fn libvirt_message(e: &virt::error::Error) -> String {
 }
 
 impl LibvirtInventory {
+    /// Connects read-write (agent commands need it). Also switches off
+    /// libvirt's default error printer: errors are returned as values, and
+    /// stderr belongs to the monitoring system.
     pub fn open(uri: &str) -> Result<Self, InventoryError> {
+        virt::error::clear_error_callback();
         let conn = Connect::open(Some(uri)).map_err(|e| {
             InventoryError(format!(
                 "cannot connect to libvirt at {uri}: {}",

@@ -1,0 +1,119 @@
+//! The libvirt inventory against libvirt's built-in `test:///default`
+//! driver: listing, domain XML, network lookup, selection, and the agent
+//! error path (the test driver has no agent).
+#![cfg(feature = "libvirt")]
+
+mod common;
+
+use common::{stdout, vm, vmnetprobe};
+use serde_json::Value;
+use vmnetprobe::inventory::libvirt::LibvirtInventory;
+use vmnetprobe::inventory::{ChannelState, Inventory};
+
+const URI: &str = "test:///default";
+
+#[test]
+fn lists_the_running_test_domain_with_its_nic_and_network() {
+    let inventory = LibvirtInventory::open(URI).expect("test driver");
+    let targets = inventory.list(&[]).expect("list");
+    assert_eq!(targets.len(), 1);
+    let test = &targets[0];
+    assert_eq!(test.name, "test");
+    assert_eq!(
+        test.uuid.as_deref(),
+        Some("6695eb01-f6a4-8304-79aa-97f2502e193f")
+    );
+    assert!(test.running);
+    assert_eq!(test.channel, ChannelState::Missing);
+    assert_eq!(test.nics.len(), 1);
+    let nic = &test.nics[0];
+    assert_eq!(nic.mac, "aa:bb:cc:dd:ee:ff");
+    assert_eq!(nic.network.as_deref(), Some("default"));
+    assert_eq!(nic.host_dev.as_deref(), Some("testnet0"));
+    // The test driver's "default" network: its address is the gateway candidate.
+    assert!(
+        nic.network_addresses
+            .iter()
+            .any(|(ip, prefix)| ip.to_string() == "192.168.122.1" && *prefix == 24),
+        "{:?}",
+        nic.network_addresses
+    );
+}
+
+#[test]
+fn selection_by_name_or_uuid_and_unknown_domains() {
+    let inventory = LibvirtInventory::open(URI).expect("test driver");
+    assert_eq!(inventory.list(&["test".into()]).expect("by name").len(), 1);
+    assert_eq!(
+        inventory
+            .list(&["6695eb01-f6a4-8304-79aa-97f2502e193f".into()])
+            .expect("by uuid")
+            .len(),
+        1
+    );
+    let err = inventory.list(&["nosuchvm".into()]).unwrap_err();
+    assert!(err.0.contains("unknown domain 'nosuchvm'"), "{err}");
+}
+
+#[test]
+fn binary_reports_the_missing_agent_channel_in_every_mode() {
+    let out = vmnetprobe(&[
+        "status",
+        "--json",
+        "--connect",
+        URI,
+        "--external",
+        "198.51.100.1",
+    ]);
+    assert!(out.stderr.is_empty(), "libvirt must not print on stderr");
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let test = vm(&doc, "test");
+    assert_eq!(test["code"], "no_agent_channel");
+    assert_eq!(test["state"], "UNKNOWN");
+    assert_eq!(test["nics"][0]["network"], "default");
+    assert_eq!(test["nics"][0]["host_dev"], "testnet0");
+
+    let out = vmnetprobe(&[
+        "nagios",
+        "--connect",
+        URI,
+        "--external",
+        "198.51.100.1",
+        "--agent-down-state",
+        "critical",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let out = vmnetprobe(&["discover", "vms", "--connect", URI]);
+    let rows: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        rows[0]["{#VM.UUID}"],
+        "6695eb01-f6a4-8304-79aa-97f2502e193f"
+    );
+    let out = vmnetprobe(&["discover", "nics", "--connect", URI]);
+    let rows: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(rows[0]["{#NIC.MAC}"], "aa:bb:cc:dd:ee:ff");
+    assert_eq!(rows[0]["{#NIC.NETWORK}"], "default");
+}
+
+#[test]
+fn unknown_domain_and_unreachable_libvirt_are_one_line_unknowns() {
+    let out = vmnetprobe(&["nagios", "--connect", URI, "-d", "nosuchvm"]);
+    assert_eq!(out.status.code(), Some(3));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("VMNETPROBE UNKNOWN - unknown domain 'nosuchvm'"),
+        "{text}"
+    );
+    let out = vmnetprobe(&[
+        "nagios",
+        "--connect",
+        "qemu+unix:///system?socket=/nonexistent/sock",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        stdout(&out).starts_with("VMNETPROBE UNKNOWN - cannot connect to libvirt"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(out.stderr.is_empty());
+}
