@@ -43,13 +43,28 @@ fn main() -> std::process::ExitCode {
     let mut worst = 0;
     for target in &targets {
         let vm = probe_vm(target, &config, deadline);
-        println!("{} {} ({}): {}", vm.name, vm.verdict.state, vm.os.as_str(), vm.verdict.reason);
+        println!(
+            "{} {} ({}): {}",
+            vm.name,
+            vm.verdict.state,
+            vm.os.as_str(),
+            vm.verdict.reason
+        );
         for nic in &vm.nics {
-            let gateway = nic.gateway.map(|g| g.to_string()).unwrap_or_else(|| "-".into());
-            println!("  nic {} gateway {gateway}: {} {}", nic.mac, nic.verdict.state, nic.verdict.reason);
+            let gateway = nic
+                .gateway
+                .map(|g| g.to_string())
+                .unwrap_or_else(|| "-".into());
+            println!(
+                "  nic {} gateway {gateway}: {} {}",
+                nic.mac, nic.verdict.state, nic.verdict.reason
+            );
         }
         if let Some(ext) = &vm.external {
-            println!("  external {}: {} {}", ext.address, ext.verdict.state, ext.verdict.reason);
+            println!(
+                "  external {}: {} {}",
+                ext.address, ext.verdict.state, ext.verdict.reason
+            );
         }
         worst = worst.max(vm.verdict.state.code());
     }

@@ -61,7 +61,11 @@ fn demo_script_shows_every_mode() {
         .output()
         .expect("run demo");
     let text = stdout(&out);
-    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for expected in [
         "$ vmnetprobe status ",
         "VMNETPROBE OK - web01",
@@ -73,6 +77,12 @@ fn demo_script_shows_every_mode() {
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
-    let leftover = Command::new("ip").args(["netns", "list"]).output().expect("ip");
-    assert!(!stdout(&leftover).contains("vmnp-demo"), "demo left namespaces behind");
+    let leftover = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip");
+    assert!(
+        !stdout(&leftover).contains("vmnp-demo"),
+        "demo left namespaces behind"
+    );
 }

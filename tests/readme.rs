@@ -29,9 +29,15 @@ fn readme_examples_are_the_golden_files() {
             std::fs::write(root.join("README.md"), updated).expect("write README.md");
             return readme_examples_are_the_golden_files();
         }
-        assert_eq!(shown, golden, "README block {name} differs from tests/golden/{name} (UPDATE_GOLDEN=1 rewrites it)");
+        assert_eq!(
+            shown, golden,
+            "README block {name} differs from tests/golden/{name} (UPDATE_GOLDEN=1 rewrites it)"
+        );
         checked += 1;
         rest = &after[body_end..];
     }
-    assert!(checked >= 3, "expected golden blocks in the README, found {checked}");
+    assert!(
+        checked >= 3,
+        "expected golden blocks in the README, found {checked}"
+    );
 }
