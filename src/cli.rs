@@ -66,7 +66,7 @@ pub struct TargetArgs {
     /// Only this VM, by name or UUID (repeatable).
     #[arg(short = 'd', long = "domain", value_name = "NAME|UUID")]
     pub domains: Vec<String>,
-    /// The external address every guest pings (an IP address).
+    /// The external address every guest pings (an IP address; default 1.1.1.1).
     #[arg(long, value_name = "ADDR")]
     pub external: Option<String>,
     /// Gateway to ping for NICs whose gateway cannot be found.

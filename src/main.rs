@@ -33,6 +33,10 @@ fn main() -> ExitCode {
                 print(&e.to_string());
                 return ExitCode::SUCCESS;
             }
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                print(&e.to_string());
+                return ExitCode::from(USAGE_EXIT);
+            }
             let first = e.to_string();
             let first = first
                 .lines()
