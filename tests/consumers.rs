@@ -1,0 +1,2005 @@
+//! The shipped monitoring integrations (plugins/) against the real consumers:
+//! Nagios 4, Icinga 2, Zabbix 6.0 (server + PostgreSQL + frontend API + agent) and
+//! InfluxDB 1.6 (for Telegraf's line protocol), each started by the test on 127.0.0.1
+//! in a fresh temp dir with free ports, fed with real vmnetprobe output from a real
+//! qemu-ga (tests/common `AgentLab`), and stopped by PID.
+//!
+//! Gate: these run when VMNETPROBE_REAL_TESTS=1 (then a missing package is a failure);
+//! install the consumers with tests/consumers/install.sh. The README test always runs.
+//! Timings are printed as `[timing] ...` lines (see with `-- --nocapture`).
+
+mod common;
+
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Where installed plugins expect the binary; tests replace it.
+const SHIPPED_BIN: &str = "/usr/local/bin/vmnetprobe";
+/// The placeholder external address in the shipped files; tests replace it.
+const SHIPPED_EXTERNAL: &str = "--external 192.0.2.1";
+/// Slow consumer setups (Zabbix DB) are cached here between runs.
+const CACHE_DIR: &str = "/var/cache/vmnetprobe-consumers";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn plugin_file(rel: &str) -> String {
+    let path = repo().join("plugins").join(rel);
+    fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+fn timing(what: &str, since: Instant) {
+    eprintln!("[timing] {what}: {:.2}s", since.elapsed().as_secs_f64());
+}
+
+// ---------------------------------------------------------------------------------
+// Gate, scratch dirs, ports, processes.
+
+/// Whether this consumer test can run: the agent lab's prerequisites (tests/common) and
+/// the consumer's tools. With VMNETPROBE_REAL_TESTS=1 anything missing is a failure;
+/// otherwise the test is skipped with a note.
+fn real(test: &str, tools: &[&str]) -> bool {
+    if !common::require_real(test) {
+        return false;
+    }
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|tool| {
+            if tool.starts_with('/') {
+                !Path::new(tool).exists()
+            } else {
+                !Command::new("sh")
+                    .args(["-c", &format!("command -v {tool}")])
+                    .stdout(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            }
+        })
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let forced = std::env::var("VMNETPROBE_REAL_TESTS").as_deref() == Ok("1");
+    assert!(
+        !forced,
+        "{test}: VMNETPROBE_REAL_TESTS=1 but missing {missing:?}; run tests/consumers/install.sh"
+    );
+    eprintln!("skipped {test}: missing {missing:?} (tests/consumers/install.sh installs them)");
+    false
+}
+
+/// A fresh `mktemp -d`, removed when the test passed, kept (and named) when it failed.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let out =
+            run_ok(Command::new("mktemp").args(["-d", &format!("/tmp/vmnetprobe-{tag}.XXXXXX")]));
+        let dir = PathBuf::from(out.trim());
+        // Consumers that drop privileges (postgres) must be able to traverse it.
+        run_ok(Command::new("chmod").arg("755").arg(&dir));
+        Scratch(dir)
+    }
+    fn path(&self, rel: &str) -> PathBuf {
+        self.0.join(rel)
+    }
+    fn s(&self, rel: &str) -> String {
+        self.path(rel).display().to_string()
+    }
+    fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.path(rel);
+        if let Some(dir) = p.parent() {
+            fs::create_dir_all(dir).unwrap();
+        }
+        fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept for inspection: {}", self.0.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    // Bind-and-release on 127.0.0.1; the consumer binds it right after.
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A free port below 32768: Zabbix only accepts ListenPort 1024-32767, and the kernel
+/// hands out ephemeral ports above that.
+fn free_low_port() -> u16 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let seed = (std::process::id() as u64) << 32 ^ nanos as u64;
+    let mut n = seed;
+    for _ in 0..200 {
+        n = n
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let port = 20000 + (n >> 33) as u16 % 12000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000-31999");
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn sh(script: &str) -> String {
+    run_ok(Command::new("sh").args(["-ec", script]))
+}
+
+/// Single-quote for sh.
+fn q(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// A daemon started in the foreground; SIGTERM to its PID on drop, then waited for.
+struct Daemon {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(name: &str, cmd: &mut Command, log: PathBuf) -> Daemon {
+        let out = fs::File::create(&log).unwrap();
+        let err = out.try_clone().unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        Daemon {
+            name: name.into(),
+            child,
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("{} exited early ({status}):\n{}", self.name, self.log());
+        }
+    }
+
+    /// SIGTERM, wait up to 15 s; returns how long it took.
+    fn stop(&mut self) -> Duration {
+        let t = Instant::now();
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .arg(self.child.id().to_string())
+                .status();
+            while t.elapsed() < Duration::from_secs(15) {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return t.elapsed();
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        t.elapsed()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Polls `f` every 100 ms until it gives a value or `limit` passes.
+fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let t = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            t.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// curl; returns (HTTP status, body).
+fn curl(args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "30", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+// ---------------------------------------------------------------------------------
+// The probe target: a real qemu-ga from the lab, and a recording wrapper.
+
+struct Probe {
+    _lab: common::AgentLab,
+    bin: PathBuf,
+    socket: PathBuf,
+    external: IpAddr,
+    unreachable: IpAddr,
+}
+
+impl Probe {
+    fn start() -> Probe {
+        let t = Instant::now();
+        let lab = common::AgentLab::start(common::LabOptions::default());
+        timing("agent lab start", t);
+        Probe {
+            bin: common::bin(),
+            socket: lab.socket.clone(),
+            external: lab.external,
+            unreachable: lab.unreachable,
+            _lab: lab,
+        }
+    }
+
+    /// Target options for the lab agent named `name`.
+    fn socket_arg(&self, name: &str) -> String {
+        format!("{name}={}", self.socket.display())
+    }
+
+    fn run(&self, args: &[String]) -> (i32, String) {
+        let out = Command::new(&self.bin).args(args).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8(out.stdout).expect("UTF-8 output"),
+        )
+    }
+
+    /// A script standing in for /usr/local/bin/vmnetprobe: runs the real binary with
+    /// `extra` appended and records argv, stdout and exit status of every run in
+    /// `<scratch>/runs/`, so a test can compare what the consumer stored with exactly
+    /// what vmnetprobe printed in that run.
+    fn wrapper(&self, scratch: &Scratch, extra: &[String]) -> PathBuf {
+        let runs = scratch.path("runs");
+        fs::create_dir_all(&runs).unwrap();
+        let extra: Vec<String> = extra.iter().map(|a| q(a)).collect();
+        let script = format!(
+            "#!/bin/sh\n\
+             run=$(mktemp {runs}/run.XXXXXX) || exit 3\n\
+             printf '%s\\n' \"$@\" > \"$run.argv\"\n\
+             {bin} \"$@\" {extra} > \"$run.out\" 2> \"$run.err\"\n\
+             rc=$?\n\
+             cat \"$run.out\"\n\
+             echo $rc > \"$run.rc\"\n\
+             exit $rc\n",
+            runs = q(&runs.display().to_string()),
+            bin = q(&self.bin.display().to_string()),
+            extra = extra.join(" "),
+        );
+        let path = scratch.write("bin/vmnetprobe", &script);
+        run_ok(Command::new("chmod").arg("755").arg(&path));
+        path
+    }
+}
+
+/// One recorded run of the wrapper.
+#[derive(Debug, Clone)]
+struct Run {
+    argv: Vec<String>,
+    stdout: String,
+    rc: i32,
+}
+
+fn runs(scratch: &Scratch) -> Vec<Run> {
+    let mut out = Vec::new();
+    let Ok(dir) = fs::read_dir(scratch.path("runs")) else {
+        return out;
+    };
+    let mut names: Vec<PathBuf> = dir.map(|e| e.unwrap().path()).collect();
+    names.sort();
+    for p in names {
+        // Complete runs only: .rc is written last.
+        let Some(s) = p
+            .display()
+            .to_string()
+            .strip_suffix(".rc")
+            .map(String::from)
+        else {
+            continue;
+        };
+        let Ok(rc) = fs::read_to_string(format!("{s}.rc")) else {
+            continue;
+        };
+        out.push(Run {
+            argv: fs::read_to_string(format!("{s}.argv"))
+                .unwrap()
+                .lines()
+                .map(String::from)
+                .collect(),
+            stdout: fs::read_to_string(format!("{s}.out")).unwrap(),
+            rc: rc.trim().parse().unwrap(),
+        });
+    }
+    out
+}
+
+/// Replaces the binary path and the placeholder external address of a shipped file.
+fn localize(shipped: &str, bin: &Path, external: &str) -> String {
+    assert!(
+        shipped.contains(SHIPPED_BIN),
+        "shipped file no longer uses {SHIPPED_BIN}"
+    );
+    shipped
+        .replace(SHIPPED_BIN, &bin.display().to_string())
+        .replace(SHIPPED_EXTERNAL, external)
+}
+
+// ---------------------------------------------------------------------------------
+// Plugin output as the Nagios plugin API splits it.
+
+#[derive(Debug, PartialEq)]
+struct PluginOutput {
+    /// First line before `|`, trimmed.
+    text: String,
+    /// Lines 2..n up to the second `|`.
+    long: Vec<String>,
+    /// All perfdata items.
+    perf: Vec<String>,
+}
+
+fn split_perf(s: &str) -> Vec<String> {
+    // Space separated; a single-quoted label may contain spaces.
+    let mut items = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in s.chars() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                cur.push(c);
+            }
+            ' ' if !quoted => {
+                if !cur.is_empty() {
+                    items.push(std::mem::take(&mut cur));
+                }
+            }
+            _ => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        items.push(cur);
+    }
+    items
+}
+
+fn parse_plugin_output(out: &str) -> PluginOutput {
+    let mut lines = out.trim_end_matches('\n').split('\n');
+    let first = lines.next().unwrap_or("");
+    let (text, mut perf) = match first.split_once('|') {
+        Some((t, p)) => (t.trim().to_string(), split_perf(p)),
+        None => (first.trim().to_string(), Vec::new()),
+    };
+    let mut long = Vec::new();
+    let mut in_perf = false;
+    for line in lines {
+        if in_perf {
+            perf.extend(split_perf(line));
+        } else if let Some((t, p)) = line.split_once('|') {
+            if !t.trim().is_empty() {
+                long.push(t.to_string());
+            }
+            perf.extend(split_perf(p));
+            in_perf = true;
+        } else {
+            long.push(line.to_string());
+        }
+    }
+    PluginOutput { text, long, perf }
+}
+
+// ---------------------------------------------------------------------------------
+// READMEs embed the shipped files verbatim.
+
+/// Every `<!-- BEGIN FILE x -->` ... `<!-- END FILE x -->` block of a README holds one
+/// fenced code block whose content must be byte-identical to plugins/<dir>/x.
+fn embedded_files(readme: &str) -> BTreeMap<String, String> {
+    let mut found = BTreeMap::new();
+    let mut rest = readme;
+    while let Some(start) = rest.find("<!-- BEGIN FILE ") {
+        let after = &rest[start + "<!-- BEGIN FILE ".len()..];
+        let name_end = after.find(" -->").expect("unterminated BEGIN marker");
+        let name = after[..name_end].to_string();
+        let body_start = &after[name_end + 4..];
+        let end_marker = format!("<!-- END FILE {name} -->");
+        let end = body_start
+            .find(&end_marker)
+            .unwrap_or_else(|| panic!("no {end_marker}"));
+        let block = body_start[..end].trim();
+        let open_end = block.find('\n').expect("fence line");
+        assert!(
+            block.starts_with("```"),
+            "{name}: block must be a fenced code block"
+        );
+        let inner = &block[open_end + 1..];
+        let inner = inner
+            .strip_suffix("```")
+            .unwrap_or_else(|| panic!("{name}: fence not closed"));
+        found.insert(name, inner.to_string());
+        rest = &body_start[end + end_marker.len()..];
+    }
+    found
+}
+
+#[test]
+fn readmes_embed_the_shipped_files_verbatim() {
+    let expected: &[(&str, &[&str])] = &[
+        (
+            "nagios",
+            &[
+                "vmnetprobe-commands.cfg",
+                "vmnetprobe-services.example.cfg",
+                "nrpe-vmnetprobe.cfg",
+            ],
+        ),
+        (
+            "icinga2",
+            &[
+                "vmnetprobe-command.conf",
+                "vmnetprobe-services.example.conf",
+            ],
+        ),
+        ("zabbix", &["userparameter_vmnetprobe.conf"]),
+        (
+            "telegraf",
+            &["vmnetprobe-exec.conf", "vmnetprobe-execd.conf"],
+        ),
+    ];
+    for (dir, files) in expected {
+        let readme = plugin_file(&format!("{dir}/README.md"));
+        let embedded = embedded_files(&readme);
+        for f in *files {
+            let shipped = plugin_file(&format!("{dir}/{f}"));
+            let inner = embedded
+                .get(*f)
+                .unwrap_or_else(|| panic!("plugins/{dir}/README.md does not embed {f}"));
+            assert_eq!(
+                inner, &shipped,
+                "plugins/{dir}/README.md: embedded {f} differs from the file"
+            );
+        }
+        for name in embedded.keys() {
+            assert!(
+                files.contains(&name.as_str()),
+                "plugins/{dir}/README.md embeds unknown file {name}"
+            );
+        }
+    }
+}
+
+#[test]
+fn plugin_output_split_follows_the_plugin_api() {
+    let p = parse_plugin_output(
+        "VMNETPROBE OK - 1 VM | a=1 'b c'=2ms;1;2\nline 2\nline 3 | d=4\ne=5\n",
+    );
+    assert_eq!(p.text, "VMNETPROBE OK - 1 VM");
+    assert_eq!(p.long, ["line 2", "line 3 "]);
+    assert_eq!(p.perf, ["a=1", "'b c'=2ms;1;2", "d=4", "e=5"]);
+}
+
+// ---------------------------------------------------------------------------------
+// Nagios 4
+
+fn nagios_blocks(status_dat: &str, kind: &str) -> Vec<BTreeMap<String, String>> {
+    let mut out = Vec::new();
+    let mut cur: Option<BTreeMap<String, String>> = None;
+    for line in status_dat.lines() {
+        let t = line.trim();
+        if t == format!("{kind} {{") {
+            cur = Some(BTreeMap::new());
+        } else if t == "}" {
+            if let Some(b) = cur.take() {
+                out.push(b);
+            }
+        } else if let Some(b) = cur.as_mut() {
+            if let Some((k, v)) = line.trim_start().split_once('=') {
+                b.insert(k.to_string(), v.to_string());
+            }
+        }
+    }
+    out
+}
+
+const NAGIOS_BASE_OBJECTS: &str = "\
+define timeperiod {
+    timeperiod_name         24x7
+    alias                   always
+    sunday                  00:00-24:00
+    monday                  00:00-24:00
+    tuesday                 00:00-24:00
+    wednesday               00:00-24:00
+    thursday                00:00-24:00
+    friday                  00:00-24:00
+    saturday                00:00-24:00
+}
+define command {
+    command_name            always-true
+    command_line            /bin/true
+}
+define contact {
+    contact_name                    nobody
+    service_notification_period     24x7
+    host_notification_period        24x7
+    service_notification_options    n
+    host_notification_options       n
+    service_notification_commands   always-true
+    host_notification_commands      always-true
+}
+define service {
+    name                    generic-service
+    register                0
+    max_check_attempts      1
+    check_interval          3600
+    retry_interval          3600
+    check_period            24x7
+    notification_period     24x7
+    contacts                nobody
+}
+define host {
+    host_name               kvm01
+    check_command           always-true
+    max_check_attempts      1
+    check_period            24x7
+    notification_period     24x7
+    contacts                nobody
+}
+define host {
+    host_name               hv01
+    check_command           always-true
+    max_check_attempts      1
+    check_period            24x7
+    notification_period     24x7
+    contacts                nobody
+}
+";
+
+fn nagios_cfg(s: &Scratch, cfg_files: &[&str]) -> PathBuf {
+    let var = s.s("var");
+    let mut cfg = String::new();
+    for f in cfg_files {
+        cfg.push_str(&format!("cfg_file={}\n", s.s(f)));
+    }
+    cfg.push_str(&format!(
+        "log_file={var}/nagios.log\nstatus_file={var}/status.dat\nstatus_update_interval=1\n\
+         object_cache_file={var}/objects.cache\nprecached_object_file={var}/objects.precache\n\
+         temp_file={var}/nagios.tmp\ntemp_path={var}\nlock_file={var}/nagios.lock\n\
+         state_retention_file={var}/retention.dat\ncheck_result_path={var}/checkresults\n\
+         command_file={var}/nagios.cmd\nquery_socket={var}/nagios.qh\ncheck_external_commands=0\n\
+         nagios_user=root\nnagios_group=root\ninterval_length=1\nenable_notifications=0\nuse_syslog=0\n\
+         check_result_reaper_frequency=1\nmax_service_check_spread=1\nmax_host_check_spread=1\n\
+         service_inter_check_delay_method=n\nhost_inter_check_delay_method=n\n\
+         service_check_timeout=60\n"
+    ));
+    fs::create_dir_all(s.path("var/checkresults")).unwrap();
+    s.write("nagios.cfg", &cfg)
+}
+
+#[test]
+fn nagios_runs_the_shipped_commands() {
+    if !real("nagios", &["nagios4"]) {
+        return;
+    }
+    let probe = Probe::start();
+    let s = Scratch::new("nagios");
+    let wrapper = probe.wrapper(&s, &[]);
+    s.write(
+        "etc/commands.cfg",
+        &localize(
+            &plugin_file("nagios/vmnetprobe-commands.cfg"),
+            &wrapper,
+            SHIPPED_EXTERNAL,
+        ),
+    );
+    s.write(
+        "etc/services.example.cfg",
+        &plugin_file("nagios/vmnetprobe-services.example.cfg"),
+    );
+    s.write("etc/base.cfg", NAGIOS_BASE_OBJECTS);
+
+    // 1. The shipped commands and the shipped service example validate.
+    let t = Instant::now();
+    let cfg = nagios_cfg(
+        &s,
+        &[
+            "etc/commands.cfg",
+            "etc/services.example.cfg",
+            "etc/base.cfg",
+        ],
+    );
+    let out = Command::new("nagios4")
+        .arg("-v")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("Total Errors:   0"),
+        "nagios4 -v rejected the config:\n{text}"
+    );
+    assert!(
+        text.contains("Checked 2 services"),
+        "example services not loaded:\n{text}"
+    );
+    timing("nagios: nagios4 -v", t);
+
+    // 2. A running Nagios executes both commands; status.dat holds what vmnetprobe printed.
+    let sock = probe.socket_arg("lab");
+    let ext = probe.external.to_string();
+    let down = probe.unreachable.to_string();
+    let services = [
+        (
+            "all",
+            format!("vmnetprobe!--socket {sock} --external {ext} -w 100 -c 500 -t 8s"),
+        ),
+        (
+            "one",
+            format!("vmnetprobe_vm!lab!--socket {sock} --external {ext} -t 8s"),
+        ),
+        (
+            "down",
+            format!("vmnetprobe!--socket {sock} --external {down} -t 8s"),
+        ),
+    ];
+    let mut objs = String::new();
+    for (desc, cmd) in &services {
+        objs.push_str(&format!(
+            "define service {{\n    use generic-service\n    host_name hv01\n    service_description {desc}\n    check_command {cmd}\n}}\n"
+        ));
+    }
+    s.write("etc/services.cfg", &objs);
+    let cfg = nagios_cfg(
+        &s,
+        &["etc/commands.cfg", "etc/services.cfg", "etc/base.cfg"],
+    );
+    run_ok(Command::new("nagios4").arg("-v").arg(&cfg));
+    let t = Instant::now();
+    let mut nagios = Daemon::start(
+        "nagios4",
+        Command::new("nagios4").arg(&cfg),
+        s.path("nagios.out"),
+    );
+    let status = wait_for(
+        "3 service results in status.dat",
+        Duration::from_secs(60),
+        || {
+            nagios.assert_running();
+            let dat = fs::read_to_string(s.path("var/status.dat")).ok()?;
+            let blocks = nagios_blocks(&dat, "servicestatus");
+            let done = blocks
+                .iter()
+                .filter(|b| b.get("has_been_checked").map(String::as_str) == Some("1"))
+                .count();
+            (done == 3 && runs(&s).len() >= 3).then_some(blocks)
+        },
+    );
+    timing("nagios: start to 3 results", t);
+    let stopped = nagios.stop();
+    eprintln!("[timing] nagios: stop {:.2}s", stopped.as_secs_f64());
+
+    let runs = runs(&s);
+    for (desc, _) in &services {
+        let b = status
+            .iter()
+            .find(|b| b["service_description"] == *desc)
+            .unwrap();
+        let mine: Vec<&Run> = runs
+            .iter()
+            .filter(|r| match *desc {
+                "one" => r.argv.contains(&"-d".to_string()),
+                "down" => r.argv.contains(&down),
+                _ => !r.argv.contains(&"-d".to_string()) && !r.argv.contains(&down),
+            })
+            .collect();
+        assert_eq!(mine.len(), 1, "{desc}: expected one run, got {mine:?}");
+        let run = mine[0];
+        let p = parse_plugin_output(&run.stdout);
+        let got = (
+            b["current_state"].parse::<i32>().unwrap(),
+            b["plugin_output"].clone(),
+            b["long_plugin_output"].clone(),
+            b["performance_data"].clone(),
+        );
+        // status.dat escapes backslashes and newlines.
+        let long = p.long.join("\n").replace('\\', r"\\").replace('\n', r"\n");
+        let want = (run.rc, p.text.clone(), long, p.perf.join(" "));
+        assert_eq!(
+            got, want,
+            "service {desc}: Nagios recorded something else than vmnetprobe printed:\n{}",
+            run.stdout
+        );
+        let expected_state = if *desc == "down" { 2 } else { 0 };
+        assert_eq!(
+            run.rc, expected_state,
+            "service {desc}: vmnetprobe output:\n{}",
+            run.stdout
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Icinga 2
+
+fn icinga_defines(s: &Scratch) -> Vec<String> {
+    for d in [
+        "var/lib",
+        "var/log",
+        "var/cache",
+        "var/spool/tmp",
+        "var/run",
+    ] {
+        fs::create_dir_all(s.path(d)).unwrap();
+    }
+    [
+        ("DataDir", "var/lib"),
+        ("LogDir", "var/log"),
+        ("CacheDir", "var/cache"),
+        ("SpoolDir", "var/spool"),
+        ("InitRunDir", "var/run"),
+    ]
+    .iter()
+    .map(|(k, v)| format!("-DConfiguration.{k}={}", s.s(v)))
+    .chain([
+        "-DConfiguration.RunAsUser=root".into(),
+        "-DConfiguration.RunAsGroup=root".into(),
+    ])
+    .collect()
+}
+
+/// Icinga's TLS files for node "icinga-test", made once with its own PKI commands (3 s,
+/// mostly the CA key) and cached.
+fn icinga_certs(s: &Scratch) {
+    let cache = PathBuf::from(CACHE_DIR).join("icinga2-pki-icinga-test");
+    if !cache.join("icinga-test.key").exists() {
+        let t = Instant::now();
+        let tmp = Scratch::new("icinga-pki");
+        let d = icinga_defines(&tmp);
+        let certs = tmp.path("var/lib/certs");
+        fs::create_dir_all(&certs).unwrap();
+        let c = |f: &str| certs.join(f).display().to_string();
+        run_ok(Command::new("icinga2").args(["pki", "new-ca"]).args(&d));
+        run_ok(
+            Command::new("icinga2")
+                .args([
+                    "pki",
+                    "new-cert",
+                    "--cn",
+                    "icinga-test",
+                    "--key",
+                    &c("icinga-test.key"),
+                    "--csr",
+                    &c("icinga-test.csr"),
+                ])
+                .args(&d),
+        );
+        run_ok(
+            Command::new("icinga2")
+                .args([
+                    "pki",
+                    "sign-csr",
+                    "--csr",
+                    &c("icinga-test.csr"),
+                    "--cert",
+                    &c("icinga-test.crt"),
+                ])
+                .args(&d),
+        );
+        fs::copy(tmp.path("var/lib/ca/ca.crt"), certs.join("ca.crt")).unwrap();
+        fs::create_dir_all(CACHE_DIR).unwrap();
+        let staging = PathBuf::from(format!("{}.tmp{}", cache.display(), std::process::id()));
+        let _ = fs::remove_dir_all(&staging);
+        fs::create_dir_all(&staging).unwrap();
+        for f in ["ca.crt", "icinga-test.crt", "icinga-test.key"] {
+            fs::copy(certs.join(f), staging.join(f)).unwrap();
+        }
+        let _ = fs::remove_dir_all(&cache);
+        fs::rename(&staging, &cache).unwrap();
+        timing("icinga2: PKI (cold, cached afterwards)", t);
+    }
+    let certs = s.path("var/lib/certs");
+    fs::create_dir_all(&certs).unwrap();
+    for f in ["ca.crt", "icinga-test.crt", "icinga-test.key"] {
+        fs::copy(cache.join(f), certs.join(f)).unwrap();
+    }
+}
+
+#[test]
+fn icinga2_runs_the_shipped_check_command() {
+    if !real("icinga2", &["icinga2", "curl"]) {
+        return;
+    }
+    let probe = Probe::start();
+    let s = Scratch::new("icinga2");
+    let d = icinga_defines(&s);
+    let wrapper = probe.wrapper(&s, &[]);
+    let command = s.write(
+        "etc/vmnetprobe-command.conf",
+        &localize(
+            &plugin_file("icinga2/vmnetprobe-command.conf"),
+            &wrapper,
+            SHIPPED_EXTERNAL,
+        ),
+    );
+    let example = s.write(
+        "etc/vmnetprobe-services.example.conf",
+        &plugin_file("icinga2/vmnetprobe-services.example.conf"),
+    );
+    let sock = probe.socket_arg("lab");
+    let ext = probe.external.to_string();
+    let down = probe.unreachable.to_string();
+    let hosts = format!(
+        "object Host \"hv01\" {{\n  check_command = \"dummy\"\n  vars.vmnetprobe = true\n  vars.vmnetprobe_vms = [ \"lab\" ]\n  \
+         vars.vmnetprobe_socket = [ \"{sock}\" ]\n  vars.vmnetprobe_external = \"{ext}\"\n  vars.vmnetprobe_warning = \"100\"\n  \
+         vars.vmnetprobe_critical = \"500\"\n  vars.vmnetprobe_timeout = \"8s\"\n}}\n\
+         object Host \"hv02\" {{\n  check_command = \"dummy\"\n  vars.vmnetprobe = true\n  \
+         vars.vmnetprobe_socket = [ \"{sock}\" ]\n  vars.vmnetprobe_external = \"{down}\"\n  vars.vmnetprobe_timeout = \"8s\"\n}}\n"
+    );
+    let port = free_port();
+    let base = format!(
+        "const NodeName = \"icinga-test\"\nconst ZoneName = \"icinga-test\"\n\
+         include <itl>\ninclude \"{}\"\ninclude \"{}\"\n{hosts}",
+        command.display(),
+        example.display()
+    );
+    // 1. The shipped CheckCommand and apply rules validate.
+    let conf = s.write("etc/check.conf", &base);
+    let t = Instant::now();
+    let out = Command::new("icinga2")
+        .args(["daemon", "-C", "-c"])
+        .arg(&conf)
+        .args(&d)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "icinga2 daemon -C rejected the config:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("Instantiated 3 Services"),
+        "expected 3 applied services:\n{text}"
+    );
+    timing("icinga2: daemon -C", t);
+
+    // 2. A running icinga2 executes them; the API's last_check_result is what vmnetprobe printed.
+    icinga_certs(&s);
+    let conf = s.write(
+        "etc/icinga2.conf",
+        &format!(
+            "{base}object CheckerComponent \"checker\" {{ }}\n\
+             object ApiUser \"test\" {{ password = \"test\"; permissions = [ \"*\" ] }}\n\
+             object ApiListener \"api\" {{ bind_host = \"127.0.0.1\"; bind_port = {port} }}\n\
+             object Endpoint NodeName {{ }}\nobject Zone ZoneName {{ endpoints = [ NodeName ] }}\n"
+        ),
+    );
+    let t = Instant::now();
+    let mut icinga = Daemon::start(
+        "icinga2",
+        Command::new("icinga2")
+            .args(["daemon", "-c"])
+            .arg(&conf)
+            .args(&d)
+            .args(["-x", "warning"]),
+        s.path("icinga2.out"),
+    );
+    let api = format!("https://127.0.0.1:{port}/v1");
+    wait_for("icinga2 API", Duration::from_secs(30), || {
+        icinga.assert_running();
+        (curl(&["-k", "-u", "test:test", &format!("{api}/status")]).0 == 200).then_some(())
+    });
+    timing("icinga2: start to API ready", t);
+    // The example's check_interval is 5m: ask for the first checks now.
+    let (code, body) = curl(&[
+        "-k",
+        "-u",
+        "test:test",
+        "-H",
+        "Accept: application/json",
+        "-X",
+        "POST",
+        &format!("{api}/actions/reschedule-check"),
+        "-d",
+        r#"{"type":"Service","filter":"true","force":true}"#,
+    ]);
+    assert_eq!(code, 200, "reschedule-check: {body}");
+    let services = wait_for(
+        "3 check results via the API",
+        Duration::from_secs(60),
+        || {
+            let (code, body) = curl(&["-k", "-u", "test:test", &format!("{api}/objects/services?attrs=last_check_result&attrs=state&attrs=name&attrs=host_name")]);
+            if code != 200 {
+                return None;
+            }
+            let v: Value = serde_json::from_str(&body).ok()?;
+            let results = v["results"].as_array()?.clone();
+            (results.len() == 3
+                && results
+                    .iter()
+                    .all(|r| r["attrs"]["last_check_result"].is_object()))
+            .then_some(results)
+        },
+    );
+    timing("icinga2: start to 3 results", t);
+    let stopped = icinga.stop();
+    eprintln!("[timing] icinga2: stop {:.2}s", stopped.as_secs_f64());
+
+    let runs = runs(&s);
+    for svc in &services {
+        let name = svc["name"].as_str().unwrap();
+        let r = &svc["attrs"]["last_check_result"];
+        let argv: Vec<String> = r["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .skip(1)
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(r["command"][0].as_str(), Some(wrapper.to_str().unwrap()));
+        let got = (
+            r["exit_status"].as_i64().unwrap() as i32,
+            // Icinga keeps the space before `|`: compare line ends trimmed.
+            r["output"]
+                .as_str()
+                .unwrap()
+                .lines()
+                .map(str::trim_end)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            r["performance_data"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|x| x.as_str().unwrap_or("?").to_string())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default(),
+        );
+        let candidates: Vec<&Run> = runs.iter().filter(|run| run.argv == argv).collect();
+        assert!(
+            !candidates.is_empty(),
+            "{name}: no vmnetprobe run with argv {argv:?}"
+        );
+        let wants: Vec<_> = candidates
+            .iter()
+            .map(|run| {
+                let p = parse_plugin_output(&run.stdout);
+                let mut output = p.text.clone();
+                for l in &p.long {
+                    output.push('\n');
+                    output.push_str(l);
+                }
+                (
+                    run.rc,
+                    output
+                        .lines()
+                        .map(str::trim_end)
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                    p.perf,
+                )
+            })
+            .collect();
+        assert!(
+            wants.contains(&got),
+            "{name}: icinga2 recorded\n{got:?}\nbut vmnetprobe printed one of\n{wants:?}"
+        );
+        assert_eq!(
+            svc["attrs"]["state"].as_f64(),
+            Some(got.0 as f64),
+            "{name}: state"
+        );
+        let host = svc["attrs"]["host_name"].as_str().unwrap();
+        let expected_state = if host == "hv02" { 2 } else { 0 };
+        assert_eq!(
+            got.0, expected_state,
+            "{host}!{name}: vmnetprobe output {:?}",
+            got.1
+        );
+    }
+    let names: Vec<String> = services
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect();
+    for want in ["hv01!vm-network", "hv01!vm-network-lab", "hv02!vm-network"] {
+        assert!(
+            names.contains(&want.to_string()),
+            "service {want} missing: {names:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Telegraf line protocol into InfluxDB 1.6
+
+struct Influx {
+    _daemon: Daemon,
+    url: String,
+}
+
+impl Influx {
+    fn start(s: &Scratch) -> Influx {
+        let (http, rpc) = (free_port(), free_port());
+        let dir = s.s("influx");
+        let conf = s.write(
+            "influx/influxdb.conf",
+            &format!(
+                "reporting-enabled = false\nbind-address = \"127.0.0.1:{rpc}\"\n\
+                 [meta]\n  dir = \"{dir}/meta\"\n[data]\n  dir = \"{dir}/data\"\n  wal-dir = \"{dir}/wal\"\n  query-log-enabled = false\n\
+                 [monitor]\n  store-enabled = false\n[http]\n  bind-address = \"127.0.0.1:{http}\"\n  log-enabled = false\n\
+                 [logging]\n  level = \"warn\"\n  suppress-logo = true\n"
+            ),
+        );
+        let t = Instant::now();
+        let mut daemon = Daemon::start(
+            "influxd",
+            Command::new("influxd").arg("run").arg("-config").arg(&conf),
+            s.path("influx/log"),
+        );
+        let url = format!("http://127.0.0.1:{http}");
+        wait_for("influxd /ping", Duration::from_secs(30), || {
+            daemon.assert_running();
+            (curl(&[&format!("{url}/ping")]).0 == 204).then_some(())
+        });
+        timing("influxdb: start to ready", t);
+        let (code, body) = curl(&[
+            "-XPOST",
+            &format!("{url}/query"),
+            "--data-urlencode",
+            "q=CREATE DATABASE vmnet",
+        ]);
+        assert_eq!(code, 200, "{body}");
+        Influx {
+            _daemon: daemon,
+            url,
+        }
+    }
+
+    /// POST one body of line protocol; (HTTP status, body).
+    fn write(&self, s: &Scratch, lines: &str) -> (u16, String) {
+        let f = s.write("influx/body", lines);
+        curl(&[
+            "-XPOST",
+            &format!("{}/write?db=vmnet", self.url),
+            "--data-binary",
+            &format!("@{}", f.display()),
+        ])
+    }
+
+    fn select_all(&self, measurement: &str) -> Vec<BTreeMap<String, Value>> {
+        let (code, body) = curl(&[
+            "-G",
+            &format!("{}/query", self.url),
+            "--data-urlencode",
+            "db=vmnet",
+            "--data-urlencode",
+            "epoch=ns",
+            "--data-urlencode",
+            &format!("q=SELECT * FROM \"{measurement}\""),
+        ]);
+        assert_eq!(code, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let Some(series) = v["results"][0]["series"].as_array() else {
+            return Vec::new();
+        };
+        let cols: Vec<String> = series[0]["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect();
+        series[0]["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| {
+                cols.iter()
+                    .cloned()
+                    .zip(row.as_array().unwrap().iter().cloned())
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Field {
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Str(String),
+}
+
+#[derive(Debug, Clone)]
+struct Line {
+    measurement: String,
+    tags: BTreeMap<String, String>,
+    fields: BTreeMap<String, Field>,
+    timestamp: Option<i64>,
+}
+
+/// Reads one element up to an unescaped stop character; `\` + one of `escapes` is
+/// unescaped, any other backslash is kept (InfluxDB 1.x rules).
+fn lp_take(chars: &[char], i: &mut usize, stops: &[char], escapes: &[char]) -> String {
+    let mut out = String::new();
+    while *i < chars.len() {
+        let c = chars[*i];
+        if c == '\\' && *i + 1 < chars.len() && escapes.contains(&chars[*i + 1]) {
+            out.push(chars[*i + 1]);
+            *i += 2;
+            continue;
+        }
+        if stops.contains(&c) {
+            break;
+        }
+        out.push(c);
+        *i += 1;
+    }
+    out
+}
+
+fn parse_lp(line: &str) -> Line {
+    let chars: Vec<char> = line.chars().collect();
+    let mut i = 0;
+    let measurement = lp_take(&chars, &mut i, &[',', ' '], &[',', ' ']);
+    let mut tags = BTreeMap::new();
+    while i < chars.len() && chars[i] == ',' {
+        i += 1;
+        let k = lp_take(&chars, &mut i, &['='], &[',', '=', ' ']);
+        i += 1;
+        let v = lp_take(&chars, &mut i, &[',', ' '], &[',', '=', ' ']);
+        tags.insert(k, v);
+    }
+    assert_eq!(chars.get(i), Some(&' '), "no fields in {line:?}");
+    i += 1;
+    let mut fields = BTreeMap::new();
+    loop {
+        let k = lp_take(&chars, &mut i, &['='], &[',', '=', ' ']);
+        i += 1;
+        let v = if chars.get(i) == Some(&'"') {
+            i += 1;
+            let s = lp_take(&chars, &mut i, &['"'], &['"', '\\']);
+            assert_eq!(chars.get(i), Some(&'"'), "unterminated string in {line:?}");
+            i += 1;
+            Field::Str(s)
+        } else {
+            let raw = lp_take(&chars, &mut i, &[',', ' '], &[]);
+            if let Some(n) = raw.strip_suffix('i') {
+                Field::Int(
+                    n.parse()
+                        .unwrap_or_else(|_| panic!("bad int {raw:?} in {line:?}")),
+                )
+            } else if ["t", "T", "true", "True", "TRUE"].contains(&raw.as_str()) {
+                Field::Bool(true)
+            } else if ["f", "F", "false", "False", "FALSE"].contains(&raw.as_str()) {
+                Field::Bool(false)
+            } else {
+                Field::Float(
+                    raw.parse()
+                        .unwrap_or_else(|_| panic!("bad float {raw:?} in {line:?}")),
+                )
+            }
+        };
+        fields.insert(k, v);
+        if chars.get(i) == Some(&',') {
+            i += 1;
+            continue;
+        }
+        break;
+    }
+    let timestamp = if chars.get(i) == Some(&' ') {
+        let rest: String = chars[i + 1..].iter().collect();
+        Some(
+            rest.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("bad timestamp in {line:?}")),
+        )
+    } else {
+        None
+    };
+    Line {
+        measurement,
+        tags,
+        fields,
+        timestamp,
+    }
+}
+
+fn field_matches(f: &Field, v: &Value) -> bool {
+    match (f, v) {
+        (Field::Int(i), Value::Number(n)) => n.as_i64() == Some(*i),
+        (Field::Float(x), Value::Number(n)) => n.as_f64() == Some(*x),
+        (Field::Bool(b), Value::Bool(c)) => b == c,
+        (Field::Str(s), Value::String(t)) => s == t,
+        _ => false,
+    }
+}
+
+/// Every line printed must be in InfluxDB, with equal tags and fields.
+fn assert_read_back(influx: &Influx, lines: &[Line]) {
+    let mut by_m: BTreeMap<&str, Vec<&Line>> = BTreeMap::new();
+    for l in lines {
+        by_m.entry(l.measurement.as_str()).or_default().push(l);
+    }
+    for (m, want) in by_m {
+        let rows = influx.select_all(m);
+        assert_eq!(
+            rows.len(),
+            want.len(),
+            "{m}: {} rows in InfluxDB for {} lines:\n{rows:?}",
+            rows.len(),
+            want.len()
+        );
+        let tag_keys: Vec<&String> = want.iter().flat_map(|l| l.tags.keys()).collect();
+        for l in want {
+            let hit = rows.iter().any(|row| {
+                l.timestamp
+                    .is_none_or(|ts| row["time"].as_i64() == Some(ts))
+                    && tag_keys.iter().all(|k| match l.tags.get(*k) {
+                        Some(v) => row.get(*k).and_then(Value::as_str) == Some(v.as_str()),
+                        None => row.get(*k).is_none_or(Value::is_null),
+                    })
+                    && l.fields
+                        .iter()
+                        .all(|(k, f)| row.get(k).is_some_and(|v| field_matches(f, v)))
+            });
+            assert!(
+                hit,
+                "{m}: line not read back as printed:\n{l:?}\nrows:\n{rows:#?}"
+            );
+        }
+    }
+}
+
+/// The command array of a shipped Telegraf snippet, with the binary and the external
+/// address replaced. `key` is `commands` (exec, array of arrays) or `command` (execd).
+fn telegraf_command(file: &str, key: &str, probe: &Probe) -> Vec<String> {
+    let conf = plugin_file(file);
+    let line = conf
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{key} = ")))
+        .unwrap_or_else(|| panic!("{file}: no `{key} = ` line"));
+    let value: Value = serde_json::from_str(line.split_once(" = ").unwrap().1).unwrap();
+    let argv = if key == "commands" {
+        value[0].clone()
+    } else {
+        value
+    };
+    let mut argv: Vec<String> = argv
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(argv[0], SHIPPED_BIN);
+    argv[0] = probe.bin.display().to_string();
+    let ext = argv
+        .iter()
+        .position(|a| a == "--external")
+        .expect("--external in the snippet");
+    argv[ext + 1] = probe.external.to_string();
+    argv
+}
+
+/// VM names that line protocol must escape, one agent socket each (all the lab's qemu-ga).
+/// `--socket NAME=PATH` cannot carry `=` in NAME (split at the first `=`), so the name
+/// with `=` comes from a symlink found by --socket-glob (named by file stem).
+const ODD_NAMES: &[&str] = &[
+    "db 01",
+    "web,eu",
+    "say \"hi\" 'x'",
+    "könig-Ω ü",
+    r"back\slash",
+];
+const ODD_GLOB_NAME: &str = "k=v, x";
+const GONE_NAME: &str = "gone,vm";
+
+fn odd_name_args(s: &Scratch, probe: &Probe) -> Vec<String> {
+    let mut args = Vec::new();
+    for n in ODD_NAMES {
+        args.push("--socket".into());
+        args.push(probe.socket_arg(n));
+    }
+    let dir = s.path("socks");
+    fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::symlink(&probe.socket, dir.join(format!("{ODD_GLOB_NAME}.qga"))).unwrap();
+    args.push("--socket-glob".into());
+    args.push(format!("{}/*.qga", dir.display()));
+    // An agent that is not there: its reason (a string field) quotes this path,
+    // so `"` and `\` must be escaped in field values too.
+    args.push("--socket".into());
+    args.push(format!("{GONE_NAME}={}", s.s(r#"no "such" \agent"#)));
+    args
+}
+
+fn lp_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn telegraf_exec_output_is_accepted_and_read_back_by_influxdb() {
+    if !real("telegraf-exec", &["influxd", "curl"]) {
+        return;
+    }
+    let probe = Probe::start();
+    let s = Scratch::new("influx-exec");
+    let influx = Influx::start(&s);
+    let mut argv = telegraf_command("telegraf/vmnetprobe-exec.conf", "commands", &probe);
+    argv.extend(odd_name_args(&s, &probe));
+    let t = Instant::now();
+    let (rc, out) = probe.run(&argv[1..]);
+    timing("telegraf exec: one vmnetprobe run (7 VMs)", t);
+    assert_eq!(
+        rc, 0,
+        "inputs.exec discards output of a failing command:\n{out}"
+    );
+    let lines = lp_lines(&out);
+    assert!(!lines.is_empty(), "no line protocol printed");
+    let mut rejected = Vec::new();
+    for l in &lines {
+        let (code, body) = influx.write(&s, &format!("{l}\n"));
+        if code != 204 {
+            rejected.push(format!("{l}\n  -> HTTP {code} {body}"));
+        }
+    }
+    assert!(
+        rejected.is_empty(),
+        "InfluxDB rejected lines:\n{}",
+        rejected.join("\n")
+    );
+    let parsed: Vec<Line> = lines.iter().map(|l| parse_lp(l)).collect();
+    assert_read_back(&influx, &parsed);
+
+    let mut names: Vec<String> = parsed
+        .iter()
+        .filter(|l| l.measurement == "vmnetprobe_vm")
+        .map(|l| l.tags["vm"].clone())
+        .collect();
+    names.sort();
+    let mut want: Vec<String> = ODD_NAMES
+        .iter()
+        .chain([&ODD_GLOB_NAME, &GONE_NAME])
+        .map(|n| n.to_string())
+        .collect();
+    want.sort();
+    assert_eq!(names, want, "VM names did not survive line protocol");
+    for m in [
+        "vmnetprobe_vm",
+        "vmnetprobe_nic",
+        "vmnetprobe_external",
+        "vmnetprobe_run",
+    ] {
+        assert!(parsed.iter().any(|l| l.measurement == m), "no {m} line");
+    }
+    let stamps: std::collections::BTreeSet<_> = parsed.iter().map(|l| l.timestamp).collect();
+    assert_eq!(
+        stamps.len(),
+        1,
+        "one timestamp per run expected: {stamps:?}"
+    );
+}
+
+#[test]
+fn telegraf_execd_batches_are_accepted_by_influxdb() {
+    if !real("telegraf-execd", &["influxd", "curl"]) {
+        return;
+    }
+    let probe = Probe::start();
+    let s = Scratch::new("influx-execd");
+    let influx = Influx::start(&s);
+    let mut argv = telegraf_command("telegraf/vmnetprobe-execd.conf", "command", &probe);
+    argv.extend(["--socket".to_string(), probe.socket_arg("lab vm")]);
+    let mut child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    // Nothing is printed before Telegraf asks.
+    assert!(
+        rx.recv_timeout(Duration::from_millis(500)).is_err(),
+        "execd printed before the first request"
+    );
+    let mut stdin = child.stdin.take().unwrap();
+    let mut all = Vec::new();
+    let mut stamps = Vec::new();
+    for batch in 0..2 {
+        let t = Instant::now();
+        stdin.write_all(b"\n").unwrap();
+        stdin.flush().unwrap();
+        // A batch ends with its vmnetprobe_run line (written once per batch); lines
+        // arriving shortly after would belong to it too, so drain briefly.
+        let mut lines = Vec::new();
+        loop {
+            let l = rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("batch did not complete within 20s");
+            let done = l.starts_with("vmnetprobe_run");
+            lines.push(l);
+            if done {
+                break;
+            }
+        }
+        while let Ok(l) = rx.recv_timeout(Duration::from_millis(300)) {
+            lines.push(l);
+        }
+        timing(&format!("telegraf execd: batch {batch}"), t);
+        let lines = lp_lines(&lines.join("\n"));
+        let (code, body) = influx.write(&s, &(lines.join("\n") + "\n"));
+        assert_eq!(
+            code,
+            204,
+            "batch {batch} rejected: {body}\n{}",
+            lines.join("\n")
+        );
+        let parsed: Vec<Line> = lines.iter().map(|l| parse_lp(l)).collect();
+        let ts: std::collections::BTreeSet<_> = parsed.iter().map(|l| l.timestamp).collect();
+        assert_eq!(
+            ts.len(),
+            1,
+            "batch {batch}: one timestamp per batch expected"
+        );
+        stamps.extend(ts);
+        assert_eq!(
+            parsed
+                .iter()
+                .filter(|l| l.measurement == "vmnetprobe_run")
+                .count(),
+            1
+        );
+        assert!(parsed
+            .iter()
+            .any(|l| l.measurement == "vmnetprobe_vm" && l.tags["vm"] == "lab vm"));
+        all.extend(parsed);
+    }
+    assert_ne!(
+        stamps[0], stamps[1],
+        "both batches carry the same timestamp"
+    );
+    assert_read_back(&influx, &all);
+    // Telegraf stopping closes stdin: vmnetprobe exits 0.
+    drop(stdin);
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if t.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("execd mode did not exit on stdin EOF");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "execd exit status {status}");
+}
+
+// ---------------------------------------------------------------------------------
+// Zabbix 6.0: PostgreSQL + server + frontend API (php -S) + agent with the shipped
+// UserParameter. The template's master item is ZABBIX_PASSIVE, so the test runs a
+// real zabbix_agentd on 127.0.0.1 and the server polls it: the shipped template and
+// UserParameter file are used as they are (binary path and external address replaced).
+
+/// A PostgreSQL cluster in a scratch dir; `pg_ctl stop` on drop.
+struct Postgres {
+    bin: PathBuf,
+    data: PathBuf,
+    port: u16,
+}
+
+impl Postgres {
+    fn start(s: &Scratch) -> Postgres {
+        let bin = PathBuf::from(sh("ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1").trim());
+        let port = free_port();
+        let (data, sock, log) = (s.path("pg/data"), s.path("pg/sock"), s.path("pg/log"));
+        for d in [&data, &sock, &log] {
+            fs::create_dir_all(d).unwrap();
+        }
+        sh(&format!(
+            "chown -R postgres: {0} && chmod 700 {1}",
+            q(&s.s("pg")),
+            q(&data.display().to_string())
+        ));
+        let t = Instant::now();
+        let as_pg = |cmd: String| sh(&format!("su postgres -s /bin/sh -c {}", q(&cmd)));
+        as_pg(format!(
+            "{}/initdb -D {} -A trust -U postgres -E UTF8 --locale=C.UTF-8 >/dev/null",
+            bin.display(),
+            data.display()
+        ));
+        as_pg(format!(
+            "{}/pg_ctl -D {} -l {}/pg.log -w start -o \"-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off\" >/dev/null",
+            bin.display(),
+            data.display(),
+            log.display(),
+            sock.display()
+        ));
+        timing("zabbix: postgres initdb + start", t);
+        Postgres { bin, data, port }
+    }
+
+    fn psql(&self, user: &str, db: &str, sql: &str) -> String {
+        run_ok(Command::new("psql").args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            user,
+            "-d",
+            db,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qAt",
+            "-c",
+            sql,
+        ]))
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = Command::new("su")
+            .args(["postgres", "-s", "/bin/sh", "-c"])
+            .arg(format!(
+                "{}/pg_ctl -D {} -m fast -w stop >/dev/null",
+                self.bin.display(),
+                self.data.display()
+            ))
+            .status();
+    }
+}
+
+/// Creates database `zabbix` (owner zabbix) with the Zabbix schema and data: restored
+/// from a pg_dump cached under CACHE_DIR (keyed by Zabbix and PostgreSQL versions), or
+/// loaded from the package's SQL (~40 s) and then dumped into the cache.
+fn zabbix_database(pg: &Postgres) {
+    pg.psql(
+        "postgres",
+        "postgres",
+        "CREATE ROLE zabbix LOGIN PASSWORD 'zabbix'",
+    );
+    pg.psql(
+        "postgres",
+        "postgres",
+        "CREATE DATABASE zabbix OWNER zabbix TEMPLATE template0 ENCODING 'UTF8'",
+    );
+    let version = sh("dpkg-query -W -f='${Version}' zabbix-server-pgsql");
+    let pg_major = pg
+        .bin
+        .parent()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let key: String = format!("zabbix-{version}-pg{pg_major}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let dump = PathBuf::from(CACHE_DIR).join(format!("{key}.dump"));
+    let conn = format!("-h 127.0.0.1 -p {} -U zabbix", pg.port);
+    let t = Instant::now();
+    if dump.exists() {
+        sh(&format!(
+            "pg_restore {conn} -d zabbix --no-owner -j 2 {}",
+            q(&dump.display().to_string())
+        ));
+        timing("zabbix: restore cached DB dump (warm)", t);
+    } else {
+        sh(&format!(
+            "cd /usr/share/zabbix-server-pgsql && zcat schema.sql.gz images.sql.gz data.sql.gz | psql {conn} -d zabbix -q -v ON_ERROR_STOP=1 >/dev/null"
+        ));
+        timing("zabbix: load schema + data (cold)", t);
+        fs::create_dir_all(CACHE_DIR).unwrap();
+        let tmp = format!("{}.tmp{}", dump.display(), std::process::id());
+        sh(&format!("pg_dump {conn} -Fc -f {} zabbix", q(&tmp)));
+        fs::rename(&tmp, &dump).unwrap();
+        eprintln!("cached the Zabbix database as {}", dump.display());
+    }
+}
+
+struct ZabbixApi {
+    url: String,
+    auth: Option<String>,
+    body: PathBuf,
+}
+
+impl ZabbixApi {
+    fn call(&self, method: &str, params: Value) -> Value {
+        let mut req = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1});
+        if let Some(a) = &self.auth {
+            req["auth"] = json!(a);
+        }
+        fs::write(&self.body, req.to_string()).unwrap();
+        let (code, body) = curl(&[
+            "-H",
+            "Content-Type: application/json-rpc",
+            "--data-binary",
+            &format!("@{}", self.body.display()),
+            &self.url,
+        ]);
+        assert_eq!(code, 200, "{method}: HTTP {code} {body}");
+        let v: Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{method}: {e}: {body}"));
+        assert!(v.get("error").is_none(), "{method} failed: {}", v["error"]);
+        v["result"].clone()
+    }
+}
+
+/// What a JSONPath prototype should yield for one discovered item, from a report.
+fn zabbix_expected(report: &Value, key: &str) -> Option<String> {
+    let inner = key.split_once('[')?.1.strip_suffix(']')?;
+    let params: Vec<String> = serde_json::from_str(&format!("[{inner}]")).ok()?;
+    let vm = report["vms"]
+        .as_array()?
+        .iter()
+        .find(|v| v["name"] == params[0])?;
+    let nic = || {
+        vm["nics"]
+            .as_array()?
+            .iter()
+            .find(|n| n["mac"] == params[1])
+            .cloned()
+    };
+    let v = match key.split('[').next()? {
+        "vmnetprobe.vm.state" => vm["state"].clone(),
+        "vmnetprobe.vm.reason" => vm["reason"].clone(),
+        "vmnetprobe.vm.agent" => vm["agent"]["code"].clone(),
+        "vmnetprobe.vm.external" => vm["external"]["code"].clone(),
+        "vmnetprobe.vm.external.rtt" => vm["external"]["rtt_ms"].clone(),
+        "vmnetprobe.nic.status" => nic()?["code"].clone(),
+        "vmnetprobe.nic.reason" => nic()?["reason"].clone(),
+        "vmnetprobe.nic.rtt" => nic()?["rtt_ms"].clone(),
+        other => panic!("no expectation for item {other}"),
+    };
+    match v {
+        Value::String(s) => Some(s),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn same_value(got: &str, want: &str) -> bool {
+    got == want
+        || matches!((got.parse::<f64>(), want.parse::<f64>()), (Ok(a), Ok(b)) if (a - b).abs() < 1e-9)
+}
+
+#[test]
+fn zabbix_imports_the_template_and_discovers_vms() {
+    if !real(
+        "zabbix",
+        &[
+            "zabbix_server",
+            "zabbix_agentd",
+            "php",
+            "psql",
+            "curl",
+            "/usr/share/zabbix/api_jsonrpc.php",
+        ],
+    ) {
+        return;
+    }
+    let t0 = Instant::now();
+    let probe = Probe::start();
+    let s = Scratch::new("zabbix");
+    let pg = Postgres::start(&s);
+    zabbix_database(&pg);
+
+    // Frontend: a private copy, because Debian hard-codes /etc/zabbix/zabbix.conf.php.
+    let (web_port, server_port, agent_port) = (free_port(), free_low_port(), free_low_port());
+    let web = s.s("web");
+    sh(&format!(
+        "cp -a /usr/share/zabbix {w} && sed -i \"s#'/etc/zabbix/zabbix.conf.php'#'{w}/conf/zabbix.conf.php'#\" {w}/include/classes/core/CConfigFile.php",
+        w = web
+    ));
+    s.write(
+        "web/conf/zabbix.conf.php",
+        &format!(
+            "<?php\n$DB['TYPE']='POSTGRESQL'; $DB['SERVER']='127.0.0.1'; $DB['PORT']='{}'; $DB['DATABASE']='zabbix';\n\
+             $DB['USER']='zabbix'; $DB['PASSWORD']='zabbix'; $DB['SCHEMA']=''; $DB['ENCRYPTION']=false;\n\
+             $DB['KEY_FILE']=''; $DB['CERT_FILE']=''; $DB['CA_FILE']=''; $DB['VERIFY_HOST']=false; $DB['CIPHER_LIST']='';\n\
+             $DB['VAULT_URL']=''; $DB['VAULT_DB_PATH']=''; $DB['VAULT_TOKEN']=''; $DB['DOUBLE_IEEE754']=true;\n\
+             $ZBX_SERVER='127.0.0.1'; $ZBX_SERVER_PORT='{server_port}'; $ZBX_SERVER_NAME='test';\n\
+             $IMAGE_FORMAT_DEFAULT = IMAGE_FORMAT_PNG;\n",
+            pg.port
+        ),
+    );
+    let mut php = Daemon::start(
+        "php -S",
+        Command::new("php").args(["-S", &format!("127.0.0.1:{web_port}"), "-t", &web]),
+        s.path("php.log"),
+    );
+
+    // Agent with the shipped UserParameter; the wrapper adds the lab's agent socket.
+    // Two VMs: "lab" (real agent) and one whose agent socket does not exist (its
+    // name needs quoting in item keys; its RTTs are null and must be discarded).
+    let wrapper = probe.wrapper(
+        &s,
+        &[
+            "--socket".into(),
+            probe.socket_arg("lab"),
+            "--socket".into(),
+            format!("gone vm,1={}", s.s("no-agent.sock")),
+        ],
+    );
+    let userparam = s.write(
+        "etc/userparameter_vmnetprobe.conf",
+        &localize(
+            &plugin_file("zabbix/userparameter_vmnetprobe.conf"),
+            &wrapper,
+            &format!("--external {}", probe.external),
+        ),
+    );
+    let agent_conf = s.write(
+        "etc/zabbix_agentd.conf",
+        &format!(
+            "LogType=console\nPidFile={}\nServer=127.0.0.1\nListenIP=127.0.0.1\nListenPort={agent_port}\nStartAgents=2\n\
+             Hostname=hv01\nAllowRoot=1\nTimeout=3\nInclude={}\n",
+            s.s("zabbix_agentd.pid"),
+            userparam.display()
+        ),
+    );
+    let mut agent = Daemon::start(
+        "zabbix_agentd",
+        Command::new("zabbix_agentd")
+            .args(["-f", "-c"])
+            .arg(&agent_conf),
+        s.path("agent.log"),
+    );
+
+    fs::create_dir_all(s.path("zsock")).unwrap();
+    let server_conf = s.write(
+        "etc/zabbix_server.conf",
+        &format!(
+            "LogType=console\nPidFile={}\nSocketDir={}\nDBHost=127.0.0.1\nDBPort={}\nDBName=zabbix\nDBUser=zabbix\nDBPassword=zabbix\n\
+             ListenIP=127.0.0.1\nListenPort={server_port}\nAllowRoot=1\nCacheUpdateFrequency=1\nHousekeepingFrequency=0\nTimeout=4\n\
+             StartPollers=2\nStartPollersUnreachable=1\nStartPingers=0\nStartDiscoverers=0\nStartHTTPPollers=0\nStartTrappers=1\n\
+             StartLLDProcessors=1\nStartPreprocessors=2\nStartDBSyncers=1\nStartEscalators=1\nStartAlerters=1\nStartTimers=1\n",
+            s.s("zabbix_server.pid"),
+            s.s("zsock"),
+            pg.port
+        ),
+    );
+    let t = Instant::now();
+    let mut server = Daemon::start(
+        "zabbix_server",
+        Command::new("zabbix_server")
+            .args(["-f", "-c"])
+            .arg(&server_conf),
+        s.path("server.log"),
+    );
+
+    let mut api = ZabbixApi {
+        url: format!("http://127.0.0.1:{web_port}/api_jsonrpc.php"),
+        auth: None,
+        body: s.path("api-request.json"),
+    };
+    wait_for("zabbix API", Duration::from_secs(20), || {
+        php.assert_running();
+        (curl(&[&api.url.replace("api_jsonrpc.php", "")]).0 == 200).then_some(())
+    });
+    let token = api.call(
+        "user.login",
+        json!({"username": "Admin", "password": "zabbix"}),
+    );
+    api.auth = Some(token.as_str().unwrap().to_string());
+    // The stock "Zabbix server" host would poll an agent on 127.0.0.1:10050: disable it.
+    api.call("host.update", json!({"hostid": "10084", "status": 1}));
+
+    // 1. The shipped template imports as it is.
+    let yes = json!({"createMissing": true, "updateExisting": true});
+    let imported = api.call(
+        "configuration.import",
+        json!({"format": "yaml", "source": plugin_file("zabbix/template_vmnetprobe.yaml"), "rules": {
+            "groups": {"createMissing": true}, "templates": yes, "items": yes, "triggers": yes,
+            "discoveryRules": yes, "valueMaps": yes, "templateLinkage": {"createMissing": true}}}),
+    );
+    assert_eq!(imported, json!(true));
+    let tpl = api.call(
+        "template.get",
+        json!({"filter": {"host": ["vmnetprobe by Zabbix agent"]}, "output": ["templateid"]}),
+    );
+    let tpl_id = tpl[0]["templateid"]
+        .as_str()
+        .expect("template imported")
+        .to_string();
+    let group = api.call(
+        "hostgroup.get",
+        json!({"filter": {"name": ["Templates"]}, "output": ["groupid"]}),
+    );
+
+    // 2. A host linked to it, with a fast interval and an RTT threshold of -1 ms for
+    //    VM "lab" (context macro) so that the RTT trigger must fire.
+    let host = api.call(
+        "host.create",
+        json!({"host": "hv01", "groups": [{"groupid": group[0]["groupid"]}], "templates": [{"templateid": tpl_id}],
+               "interfaces": [{"type": 1, "main": 1, "useip": 1, "ip": "127.0.0.1", "dns": "", "port": agent_port.to_string()}],
+               "macros": [{"macro": "{$VMNETPROBE.INTERVAL}", "value": "3s"},
+                          {"macro": "{$VMNETPROBE.GATEWAY.RTT.WARN:\"lab\"}", "value": "-1"}]}),
+    );
+    let hostid = host["hostids"][0].as_str().unwrap().to_string();
+    timing(
+        "zabbix: server start to template imported + host created",
+        t,
+    );
+
+    // 3. Discovery creates the items; every one gets the value vmnetprobe printed.
+    let report = wait_for(
+        "a vmnetprobe run by the agent",
+        Duration::from_secs(60),
+        || {
+            server.assert_running();
+            agent.assert_running();
+            runs(&s).into_iter().next()
+        },
+    );
+    assert_eq!(report.rc, 0, "vmnetprobe zabbix failed: {}", report.stdout);
+    let report: Value =
+        serde_json::from_str(&report.stdout).expect("vmnetprobe zabbix prints JSON");
+    let vms = report["vms"].as_array().unwrap();
+    assert_eq!(vms.len(), 2, "{report}");
+    let nics: usize = vms
+        .iter()
+        .map(|v| v["nics"].as_array().unwrap().len())
+        .sum();
+    assert!(nics >= 1, "the lab VM should have a NIC: {report}");
+    let want_items = vms.len() * 5 + nics * 3;
+
+    let t = Instant::now();
+    let items = wait_for(
+        "discovered items with values",
+        Duration::from_secs(90),
+        || {
+            server.assert_running();
+            let items = api.call(
+            "item.get",
+            json!({"hostids": [hostid], "filter": {"flags": 4}, "output": ["key_", "lastvalue", "lastclock", "state", "error"]}),
+        );
+            let items = items.as_array().unwrap().clone();
+            for i in &items {
+                assert_eq!(
+                    i["state"], "0",
+                    "item {} not supported: {}",
+                    i["key_"], i["error"]
+                );
+            }
+            let all_runs: Vec<Value> = runs(&s)
+                .iter()
+                .filter_map(|r| serde_json::from_str(&r.stdout).ok())
+                .collect();
+            let ready = items.len() == want_items
+                && items.iter().all(|i| {
+                    let key = i["key_"].as_str().unwrap();
+                    let expected = all_runs.iter().any(|r| zabbix_expected(r, key).is_some());
+                    !expected || i["lastclock"] != "0"
+                });
+            ready.then_some((items, all_runs))
+        },
+    );
+    timing("zabbix: host created to discovered items with values", t);
+    let (items, all_runs) = items;
+    for i in &items {
+        eprintln!("zabbix item {} = {:?}", i["key_"], i["lastvalue"]);
+    }
+    for i in &items {
+        let key = i["key_"].as_str().unwrap();
+        let got = i["lastvalue"].as_str().unwrap();
+        if i["lastclock"] == "0" {
+            assert!(
+                all_runs.iter().all(|r| zabbix_expected(r, key).is_none()),
+                "{key} has no value"
+            );
+            continue;
+        }
+        let wants: Vec<String> = all_runs
+            .iter()
+            .filter_map(|r| zabbix_expected(r, key))
+            .collect();
+        assert!(
+            wants.iter().any(|w| same_value(got, w)),
+            "{key}: Zabbix has {got:?}, vmnetprobe printed one of {wants:?}"
+        );
+    }
+    let count = api.call(
+        "item.get",
+        json!({"hostids": [hostid], "filter": {"key_": "vmnetprobe.vms"}, "output": ["lastvalue"]}),
+    );
+    assert_eq!(count[0]["lastvalue"], "2");
+
+    // 4. Trigger prototypes were discovered; "RTT high" fires for VM "lab" (threshold
+    //    -1 ms by context macro), "agent down" for the VM without an agent, nothing else.
+    let want_triggers = vms.len() * 3 + nics * 2;
+    let t = Instant::now();
+    wait_for(
+        "discovered triggers; RTT high and agent down firing",
+        Duration::from_secs(60),
+        || {
+            let trig = api.call("trigger.get", json!({"hostids": [hostid], "filter": {"flags": 4}, "output": ["description", "value", "error"]}));
+            let trig = trig.as_array().unwrap();
+            let firing = trig
+                .iter()
+                .filter(|t| t["value"] == "1")
+                .map(|t| t["description"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>();
+            let ok = trig.len() == want_triggers
+                && firing
+                    .iter()
+                    .any(|d| d == "VM lab NIC eth0: gateway RTT high")
+                && firing.iter().any(|d| d == "VM gone vm,1: guest agent down");
+            if ok {
+                assert!(firing.len() == 2, "unexpected problems: {firing:?}");
+            }
+            ok.then_some(())
+        },
+    );
+    timing("zabbix: triggers fired", t);
+    timing("zabbix: whole test", t0);
+    drop(php);
+    let stopped = server.stop();
+    eprintln!("[timing] zabbix: server stop {:.2}s", stopped.as_secs_f64());
+}
