@@ -1,15 +1,21 @@
 //! One run from validated arguments to rendered output: pick the inventory,
 //! probe every VM, render in the requested format. `main.rs` only prints.
 
+use crate::cache::{self, FactBook, FactUpdate, StoredResult, VmStore};
 use crate::cli::{Command, DiscoverWhat};
 use crate::config::{Config, ConfigError, Source};
-use crate::inventory::socket::SocketInventory;
-use crate::inventory::{Inventory, InventoryError};
+use crate::inventory::socket::{expand_glob, SocketInventory};
+use crate::inventory::{Inventory, InventoryError, VmTarget};
 use crate::output::{self, Rendered};
 use crate::probe::runner::probe_all;
-use crate::report::Report;
-use std::io::{BufRead, Write};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use crate::report::{Report, VmReport};
+use crate::statedir::StateDir;
+use crate::{boot, debounce};
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 fn inventory_for(source: &Source) -> Result<Box<dyn Inventory>, InventoryError> {
     match source {
@@ -28,9 +34,107 @@ fn inventory_for(source: &Source) -> Result<Box<dyn Inventory>, InventoryError> 
     }
 }
 
-/// Lists and probes every selected VM within the configured deadline.
+/// Lists and probes every selected VM within the configured deadline, or,
+/// with `--min-interval`, shares a result another caller probed recently.
 pub fn collect(config: &Config) -> Report {
     let started = Instant::now();
+    let (Some(dir), Some(min_interval)) = (&config.state_dir, config.min_interval) else {
+        return probe_run(config, started);
+    };
+    let key = selection_key(config);
+    let name = cache::result_name(&key);
+    let file = format!("{name}.json");
+    // One caller probes, the others wait for its result (at most half the
+    // run's time; then they probe themselves).
+    let lock = dir.lock(&name, config.timeout / 2);
+    if let Some(report) = shared_result(dir, &file, &key, min_interval) {
+        if config.verbose > 0 {
+            eprintln!(
+                "vmnetprobe: shared result, probed {:.1} s ago (--min-interval)",
+                report.age_ms.unwrap_or(0.0) / 1000.0
+            );
+        }
+        return report;
+    }
+    let report = probe_run(config, started);
+    if lock.is_some() && report.fatal.is_none() {
+        let stored = StoredResult {
+            key,
+            stored_ms: report.timestamp_ns / 1_000_000,
+            report: report.clone(),
+        };
+        if let Err(e) = dir.write(&file, &stored) {
+            if config.verbose > 0 {
+                eprintln!("vmnetprobe: cannot store the result: {e}");
+            }
+        }
+    }
+    report
+}
+
+/// Everything that changes a result; callers that agree on it may share one.
+fn selection_key(config: &Config) -> String {
+    let p = &config.probe;
+    let mut domains = config.domains.clone();
+    domains.sort();
+    format!(
+        "{:?}|{domains:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{}|{}|{}",
+        config.source,
+        p.external,
+        p.fallback_gateway,
+        p.external_networks,
+        p.ping_timeout,
+        p.command_timeout,
+        p.no_exec,
+        p.policy.agent_down_state,
+        p.policy.rtt_warning.as_ref().map(|r| r.as_str()),
+        p.policy.rtt_critical.as_ref().map(|r| r.as_str()),
+        config.grace,
+        config.booting_state,
+        config.fail_after,
+        env!("CARGO_PKG_VERSION"),
+    )
+}
+
+/// The stored result for `key` when it is younger than `min_interval`.
+fn shared_result(dir: &StateDir, file: &str, key: &str, min_interval: Duration) -> Option<Report> {
+    let stored: StoredResult = dir.read(file)?;
+    let age_ms = cache::now_ms().checked_sub(stored.stored_ms)?;
+    if stored.key != key || u128::from(age_ms) >= min_interval.as_millis() {
+        return None;
+    }
+    let mut report = stored.report;
+    report.age_ms = Some(age_ms as f64);
+    Some(report)
+}
+
+/// Socket paths by VM name (socket mode), for state keys and start times.
+fn socket_paths(source: &Source) -> BTreeMap<String, PathBuf> {
+    let Source::Sockets { named, globs } = source else {
+        return BTreeMap::new();
+    };
+    let mut paths: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for pattern in globs {
+        for (name, path) in expand_glob(pattern).unwrap_or_default() {
+            paths.insert(name, path);
+        }
+    }
+    paths.extend(named.iter().cloned());
+    paths
+}
+
+/// When the VM called `name` started, as far as the host can tell.
+fn vm_started_ms(source: &Source, name: &str, socket: Option<&PathBuf>) -> Option<u64> {
+    match source {
+        Source::Libvirt { uri } => {
+            boot::libvirt_pid_file(uri, name).and_then(|f| boot::libvirt_started_ms(&f))
+        }
+        Source::Sockets { .. } => socket.and_then(|p| boot::socket_started_ms(p)),
+    }
+}
+
+/// Probes every listed VM now.
+fn probe_run(config: &Config, started: Instant) -> Report {
     let deadline = started + config.timeout;
     let timestamp_ns = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -38,17 +142,19 @@ pub fn collect(config: &Config) -> Report {
         .unwrap_or(0);
     let listed = inventory_for(&config.source).and_then(|inv| inv.list(&config.domains));
     let (vms, fatal) = match listed {
-        Ok(targets) => (
-            probe_all(targets, &config.probe, config.jobs, deadline),
-            None,
-        ),
+        Ok(targets) => (probe_with_memory(config, targets, deadline), None),
         Err(e) => (Vec::new(), Some(e.to_string())),
     };
     if config.verbose > 0 {
         for vm in &vms {
             eprintln!(
-                "vmnetprobe: {} {} {:.1} ms: {}",
-                vm.name, vm.verdict.state, vm.duration_ms, vm.verdict.reason
+                "vmnetprobe: {} {} {:.1} ms, {} agent commands, {} guest-exec: {}",
+                vm.name,
+                vm.verdict.state,
+                vm.duration_ms,
+                vm.agent_commands,
+                vm.agent_execs,
+                vm.verdict.reason
             );
         }
     }
@@ -59,7 +165,98 @@ pub fn collect(config: &Config) -> Report {
         fatal,
         timestamp_ns,
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        age_ms: None,
     }
+}
+
+/// Probes `targets` with what earlier runs learned, then applies boot
+/// grace and debounce and stores what this run learned.
+fn probe_with_memory(config: &Config, targets: Vec<VmTarget>, deadline: Instant) -> Vec<VmReport> {
+    let sockets = socket_paths(&config.source);
+    let mut keys: BTreeMap<String, String> = BTreeMap::new();
+    let mut starts: BTreeMap<String, Option<u64>> = BTreeMap::new();
+    for target in &targets {
+        let socket = sockets.get(&target.name);
+        let key = cache::vm_key(
+            &target.name,
+            target.uuid.as_deref(),
+            socket.map(PathBuf::as_path),
+        );
+        starts.insert(
+            key.clone(),
+            vm_started_ms(&config.source, &target.name, socket),
+        );
+        keys.insert(target.name.clone(), key);
+    }
+    let store = config
+        .state_dir
+        .as_ref()
+        .map(VmStore::load)
+        .unwrap_or_default();
+    // Facts learned before the VM (re)started are not trusted.
+    let known = store
+        .vms
+        .iter()
+        .filter_map(|(key, vm)| {
+            let facts = vm.facts.clone()?;
+            let now_started = starts.get(key)?;
+            let restarted = vm.started_ms.is_some() && *now_started != vm.started_ms;
+            (!restarted).then(|| (key.clone(), facts))
+        })
+        .collect();
+    let book = Arc::new(FactBook::new(keys.clone(), known));
+    let mut probe = config.probe.clone();
+    if config.state_dir.is_some() {
+        probe.facts = Some(Arc::clone(&book));
+    }
+    let mut vms = probe_all(targets, &probe, config.jobs, deadline);
+    let now = cache::now_ms();
+    for vm in &mut vms {
+        let started = keys
+            .get(&vm.name)
+            .and_then(|k| starts.get(k))
+            .copied()
+            .flatten();
+        boot::apply_grace(vm, started, now, config.grace, config.booting_state);
+    }
+    if let Some(dir) = &config.state_dir {
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_secs(1));
+        let lock = dir.lock(cache::VMS_LOCK, wait);
+        // Re-read under the lock: other runs may have written meanwhile.
+        let mut store = VmStore::load(dir);
+        let mut learned = book.take_learned();
+        for vm in &mut vms {
+            let Some(key) = keys.get(&vm.name) else {
+                continue;
+            };
+            let entry = store.vms.entry(key.clone()).or_default();
+            entry.name = vm.name.clone();
+            entry.seen_ms = now;
+            entry.started_ms = starts.get(key).copied().flatten();
+            match learned.remove(key) {
+                Some(FactUpdate::Store(facts)) => entry.facts = Some(facts),
+                Some(FactUpdate::Forget) => entry.facts = None,
+                // Timed out before learning anything: keep what was known.
+                None => {}
+            }
+            if config.fail_after > 1 {
+                debounce::apply(vm, &mut entry.streaks, config.fail_after);
+            } else {
+                entry.streaks.clear();
+            }
+        }
+        store.prune(now);
+        if lock.is_some() {
+            if let Err(e) = dir.write(cache::VMS_FILE, &store) {
+                if config.verbose > 0 {
+                    eprintln!("vmnetprobe: cannot write the state directory: {e}");
+                }
+            }
+        }
+    }
+    vms
 }
 
 /// Renders `report` the way `command` asks.
@@ -77,8 +274,16 @@ pub fn render(command: &Command, report: &Report) -> Rendered {
         Command::Zabbix(_) => output::render_zabbix(report),
         Command::Telegraf { .. } => output::render_telegraf(report),
         Command::Status { json: true, .. } => output::render_status_json(report),
-        Command::Status { json: false, .. } => output::render_status_table(report),
+        Command::Status { json: false, .. } => {
+            output::render_status_table_styled(report, use_color())
+        }
     }
+}
+
+/// Colour in the status table: only for a terminal, and never with
+/// `NO_COLOR` set (https://no-color.org).
+fn use_color() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
 }
 
 /// The output for a configuration error, in the mode's own terms: Nagios

@@ -100,6 +100,30 @@ pub struct TargetArgs {
     /// RTT critical range in milliseconds.
     #[arg(short = 'c', long = "critical", value_name = "RANGE")]
     pub critical: Option<String>,
+    /// Where facts learned about guest agents, failure streaks and shared
+    /// results are kept [default: /var/cache/vmnetprobe when writable, else
+    /// $XDG_CACHE_HOME/vmnetprobe or ~/.cache/vmnetprobe].
+    #[arg(long, value_name = "DIR", conflicts_with = "no_state")]
+    pub state_dir: Option<std::path::PathBuf>,
+    /// Keep nothing between runs: every fact is learned again, no
+    /// debounce, no shared results.
+    #[arg(long)]
+    pub no_state: bool,
+    /// A VM started less than this ago whose agent is not up yet is
+    /// "booting" instead of failing (0 turns it off).
+    #[arg(long, value_name = "DUR", default_value = crate::boot::DEFAULT_GRACE)]
+    pub grace: String,
+    /// State for a booting VM (ok, warning, critical, unknown).
+    #[arg(long, value_name = "STATE", default_value = "ok")]
+    pub booting_state: String,
+    /// Consecutive failed probes before a NIC or external check is
+    /// CRITICAL; WARNING before that (1: at once).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub fail_after: u32,
+    /// Callers within this interval share one probe result (same
+    /// selection and options) instead of probing the guests again.
+    #[arg(long, value_name = "DUR")]
+    pub min_interval: Option<String>,
     /// Print progress and agent errors on stderr.
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
     pub verbose: u8,

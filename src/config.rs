@@ -7,6 +7,7 @@ use crate::probe::ping::validate_target;
 use crate::probe::ProbeConfig;
 use crate::report::Thresholds;
 use crate::state::ServiceState;
+use crate::statedir::StateDir;
 use crate::threshold::Range;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -40,6 +41,14 @@ pub struct Config {
     pub timeout: Duration,
     pub jobs: usize,
     pub verbose: u8,
+    /// `None`: `--no-state`, or no usable default location.
+    pub state_dir: Option<StateDir>,
+    /// Zero: no boot grace.
+    pub grace: Duration,
+    pub booting_state: ServiceState,
+    /// 1: no debounce.
+    pub fail_after: u32,
+    pub min_interval: Option<Duration>,
 }
 
 /// A usage or configuration error: the run does not start.
@@ -72,6 +81,14 @@ pub fn parse_duration(option: &str, text: &str) -> Result<Duration, ConfigError>
     }
 }
 
+/// As [`parse_duration`], but `0` is allowed and means "off".
+pub fn parse_duration_or_off(option: &str, text: &str) -> Result<Duration, ConfigError> {
+    match text.trim().parse::<f64>() {
+        Ok(0.0) => Ok(Duration::ZERO),
+        _ => parse_duration(option, text),
+    }
+}
+
 pub fn parse_address(option: &str, text: &str) -> Result<IpAddr, ConfigError> {
     let addr: IpAddr = text.trim().parse().map_err(|_| {
         ConfigError(format!(
@@ -89,8 +106,14 @@ fn parse_range(option: &str, text: Option<&str>) -> Result<Option<Range>, Config
     .transpose()
 }
 
+/// `NAME=PATH`. VM names may contain `=`, socket paths are absolute: split
+/// before the last `=/`, else at the first `=`.
 fn parse_socket(spec: &str) -> Result<(String, PathBuf), ConfigError> {
-    match spec.split_once('=') {
+    let split = match spec.rfind("=/") {
+        Some(i) => Some((&spec[..i], &spec[i + 1..])),
+        None => spec.split_once('='),
+    };
+    match split {
         Some((name, path)) if !name.trim().is_empty() && !path.is_empty() => {
             Ok((name.to_string(), PathBuf::from(path)))
         }
@@ -144,6 +167,42 @@ impl Config {
                 args.jobs
             )));
         }
+        let grace = parse_duration_or_off("--grace", &args.grace)?;
+        let booting_state: ServiceState = args
+            .booting_state
+            .parse()
+            .map_err(|e| ConfigError(format!("--booting-state: {e}")))?;
+        if args.fail_after == 0 || args.fail_after > 1000 {
+            return Err(ConfigError(format!(
+                "invalid --fail-after {}: expected 1 to 1000",
+                args.fail_after
+            )));
+        }
+        let min_interval = args
+            .min_interval
+            .as_deref()
+            .map(|t| parse_duration_or_off("--min-interval", t))
+            .transpose()?
+            .filter(|d| !d.is_zero());
+        let state_dir = match (&args.state_dir, args.no_state) {
+            (_, true) => None,
+            (Some(dir), false) => Some(StateDir::explicit(dir).map_err(ConfigError)?),
+            (None, false) => StateDir::default_location(),
+        };
+        if state_dir.is_none() {
+            let needs = if args.fail_after > 1 {
+                Some("--fail-after")
+            } else if min_interval.is_some() {
+                Some("--min-interval")
+            } else {
+                None
+            };
+            if let Some(option) = needs {
+                return Err(ConfigError(format!(
+                    "{option} needs a writable state directory (--state-dir DIR)"
+                )));
+            }
+        }
         Ok(Config {
             source,
             domains: args.domains.clone(),
@@ -159,11 +218,17 @@ impl Config {
                     rtt_warning: warning.clone(),
                     rtt_critical: critical.clone(),
                 },
+                facts: None,
             },
             thresholds: Thresholds { warning, critical },
             timeout,
             jobs: args.jobs,
             verbose: args.verbose,
+            state_dir,
+            grace,
+            booting_state,
+            fail_after: args.fail_after,
+            min_interval,
         })
     }
 }
@@ -179,6 +244,10 @@ mod tests {
             command_timeout: "3s".into(),
             jobs: 8,
             agent_down_state: "unknown".into(),
+            grace: "120s".into(),
+            booting_state: "ok".into(),
+            fail_after: 1,
+            no_state: true,
             ..TargetArgs::default()
         }
     }
@@ -243,6 +312,15 @@ mod tests {
     #[test]
     fn bad_input_is_one_clear_line() {
         let mut a = args();
+        a.socket = vec!["a=b,c=/run/q.sock".into()];
+        assert_eq!(
+            Config::from_args(&a).unwrap().source,
+            Source::Sockets {
+                named: vec![("a=b,c".into(), "/run/q.sock".into())],
+                globs: vec![]
+            }
+        );
+        let mut a = args();
         a.socket = vec!["nopath".into()];
         assert!(Config::from_args(&a).unwrap_err().0.contains("NAME=PATH"));
         let mut a = args();
@@ -257,5 +335,39 @@ mod tests {
         let mut a = args();
         a.jobs = 0;
         assert!(Config::from_args(&a).is_err());
+        let mut a = args();
+        a.fail_after = 0;
+        assert!(Config::from_args(&a).is_err());
+        let mut a = args();
+        a.fail_after = 3;
+        assert_eq!(
+            Config::from_args(&a).unwrap_err().0,
+            "--fail-after needs a writable state directory (--state-dir DIR)"
+        );
+        let mut a = args();
+        a.booting_state = "fine".into();
+        assert!(Config::from_args(&a)
+            .unwrap_err()
+            .0
+            .starts_with("--booting-state"));
+    }
+
+    #[test]
+    fn gentle_options() {
+        let mut a = args();
+        a.grace = "0".into();
+        a.min_interval = Some("30s".into());
+        a.no_state = false;
+        let dir = std::env::temp_dir().join(format!("vmnp-config-{}", std::process::id()));
+        a.state_dir = Some(dir.clone());
+        let c = Config::from_args(&a).unwrap();
+        assert_eq!(c.grace, Duration::ZERO);
+        assert_eq!(c.min_interval, Some(Duration::from_secs(30)));
+        assert_eq!(c.state_dir.as_ref().map(|d| d.path()), Some(dir.as_path()));
+        a.min_interval = Some("0".into());
+        assert_eq!(Config::from_args(&a).unwrap().min_interval, None);
+        a.grace = "-1".into();
+        assert!(Config::from_args(&a).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -6,8 +6,11 @@
 //! is a pure function of it.
 
 pub mod app;
+pub mod boot;
+pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod debounce;
 pub mod inventory;
 pub mod output;
 pub mod policy;
@@ -15,4 +18,5 @@ pub mod probe;
 pub mod qga;
 pub mod report;
 pub mod state;
+pub mod statedir;
 pub mod threshold;

@@ -3,11 +3,73 @@
 
 use crate::state::ServiceState;
 use crate::threshold::Range;
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use std::net::IpAddr;
 
+// The model is also read back from the state directory (results shared
+// under `--min-interval`), hence `Deserialize`; the few foreign types go
+// through their `FromStr`.
+
+fn de_range<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Range>, D::Error> {
+    Option::<String>::deserialize(d)?
+        .map(|t| t.parse().map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+/// Every stable code the probe emits, so codes read back from the state
+/// directory are the same `&'static str` again.
+pub const CODES: &[&str] = &[
+    "ok",
+    "vm_not_running",
+    "no_agent_channel",
+    "agent_not_connected",
+    "agent_timeout",
+    "agent_disconnected",
+    "agent_unreachable",
+    "agent_protocol_error",
+    "agent_command_disabled",
+    "agent_unsupported",
+    "agent_error",
+    "permission_denied",
+    "host_error",
+    "exec_disabled",
+    "timed_out",
+    "booting",
+    "gateway_unreachable",
+    "external_unreachable",
+    "rtt_high",
+    "ping_missing",
+    "ping_denied",
+    "ping_error",
+    "ping_timeout",
+    "no_gateway",
+    "link_down",
+    "nic_missing",
+    "no_address",
+    "not_checked",
+];
+
+/// The `&'static str` for a code read back from disk. A code this build
+/// does not know (written by another version) is leaked once per distinct
+/// text, which keeps memory bounded even in a long-running `--execd`.
+pub fn intern_code(code: &str) -> &'static str {
+    if let Some(known) = CODES.iter().find(|c| **c == code) {
+        return known;
+    }
+    static EXTRA: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let Ok(mut extra) = EXTRA.lock() else {
+        return "unknown_code";
+    };
+    if let Some(known) = extra.iter().find(|c| **c == code) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(code.to_string().into_boxed_str());
+    extra.push(leaked);
+    leaked
+}
+
 /// One run over all selected VMs.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     /// VMs sorted by name.
     pub vms: Vec<VmReport>,
@@ -22,11 +84,17 @@ pub struct Report {
     pub timestamp_ns: u64,
     /// Wall time of the whole run.
     pub duration_ms: f64,
+    /// Set when this report was not probed for this caller but shared
+    /// from the state directory (`--min-interval`): its age when served.
+    #[serde(default)]
+    pub age_ms: Option<f64>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Thresholds {
+    #[serde(deserialize_with = "de_range")]
     pub warning: Option<Range>,
+    #[serde(deserialize_with = "de_range")]
     pub critical: Option<Range>,
 }
 
@@ -39,6 +107,27 @@ pub struct Verdict {
     pub reason: String,
 }
 
+/// A [`Verdict`] as read back from disk.
+#[derive(Deserialize)]
+struct StoredVerdict {
+    state: String,
+    code: String,
+    reason: String,
+}
+
+// By hand: a derive would tie the input's lifetime to `'static` (the code
+// is a `&'static str`).
+impl<'de> Deserialize<'de> for Verdict {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = StoredVerdict::deserialize(d)?;
+        Ok(Verdict {
+            state: v.state.parse().map_err(serde::de::Error::custom)?,
+            code: intern_code(&v.code),
+            reason: v.reason,
+        })
+    }
+}
+
 impl Verdict {
     pub fn new(state: ServiceState, code: &'static str, reason: impl Into<String>) -> Self {
         Verdict {
@@ -49,7 +138,7 @@ impl Verdict {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GuestOs {
     Linux,
@@ -67,7 +156,7 @@ impl GuestOs {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NicKind {
     Internal,
@@ -84,7 +173,7 @@ impl NicKind {
 }
 
 /// Where a NIC's gateway address came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum GatewaySource {
     /// `guest-network-get-route` (qemu-ga 9.1+, Linux).
@@ -97,7 +186,7 @@ pub enum GatewaySource {
     User,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VmReport {
     pub name: String,
     pub uuid: Option<String>,
@@ -111,9 +200,17 @@ pub struct VmReport {
     /// with only internal NICs while `--external-network` is in use).
     pub external: Option<TargetReport>,
     pub duration_ms: f64,
+    /// Commands sent to the guest agent for this VM in this run (the
+    /// transport's own `guest-sync` handshake not counted).
+    #[serde(default)]
+    pub agent_commands: u32,
+    /// Of those, programs started in the guest (`guest-exec`): each one is
+    /// a line in the guest's log.
+    #[serde(default)]
+    pub agent_execs: u32,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentReport {
     #[serde(flatten)]
     pub verdict: Verdict,
@@ -122,7 +219,7 @@ pub struct AgentReport {
     pub exec_enabled: Option<bool>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NicReport {
     /// Lowercase MAC: the key that joins libvirt's view and the guest's.
     pub mac: String,
@@ -142,7 +239,7 @@ pub struct NicReport {
     pub rtt_ms: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TargetReport {
     pub address: IpAddr,
     #[serde(flatten)]

@@ -108,6 +108,8 @@ fn fixture() -> Report {
             Some(12.3),
         )),
         duration_ms: 41.5,
+        agent_commands: 5,
+        agent_execs: 3,
     };
     let db02 = VmReport {
         name: "db02".to_string(),
@@ -141,6 +143,8 @@ fn fixture() -> Report {
             Some(0.0000001),
         )),
         duration_ms: 38.25,
+        agent_commands: 7,
+        agent_execs: 3,
     };
     let nasty = VmReport {
         name: "web 01, \"x\"=ü\\".to_string(),
@@ -171,6 +175,8 @@ fn fixture() -> Report {
             Some(1.5),
         )),
         duration_ms: 20.0,
+        agent_commands: 4,
+        agent_execs: 2,
     };
     let web01 = VmReport {
         name: "web01".to_string(),
@@ -204,6 +210,8 @@ fn fixture() -> Report {
             None,
         )),
         duration_ms: 1012.0,
+        agent_commands: 9,
+        agent_execs: 3,
     };
     let win01 = VmReport {
         name: "win01".to_string(),
@@ -241,6 +249,8 @@ fn fixture() -> Report {
             None,
         )),
         duration_ms: 15.75,
+        agent_commands: 3,
+        agent_execs: 0,
     };
     Report {
         vms: vec![app01, db02, nasty, web01, win01],
@@ -252,6 +262,7 @@ fn fixture() -> Report {
         fatal: None,
         timestamp_ns: TIMESTAMP_NS,
         duration_ms: 1034.5,
+        age_ms: None,
     }
 }
 
@@ -267,6 +278,7 @@ fn fatal_fixture() -> Report {
         ),
         timestamp_ns: TIMESTAMP_NS,
         duration_ms: 2.5,
+        age_ms: None,
     }
 }
 
@@ -382,6 +394,25 @@ fn a_failed_run_matches_its_golden_files() {
     ]);
 }
 
+/// The fixture as a caller within `--min-interval` gets it: shared from an
+/// earlier probe, with its age.
+#[test]
+fn a_shared_result_shows_its_age() {
+    let mut report = fixture();
+    report.age_ms = Some(12_345.0);
+    check(&[
+        ("nagios_shared", render_nagios(&report), 2),
+        ("status_table_shared", render_status_table(&report), 0),
+    ]);
+    let json: serde_json::Value =
+        serde_json::from_str(&render_status_json(&report).text).expect("json");
+    assert_eq!(json["cached"], true);
+    assert_eq!(json["age_ms"], 12345.0);
+    let telegraf = render_telegraf(&report).text;
+    let run = telegraf.lines().last().expect("run line");
+    assert!(run.contains(",cached=true,age_ms=12345.0 "), "{run}");
+}
+
 #[test]
 fn json_outputs_parse_and_table_fits_80_columns() {
     let report = fixture();
@@ -410,4 +441,145 @@ fn telegraf_lines_are_well_formed() {
             "empty tag: {line}"
         );
     }
+}
+
+/// Measurement → (field names, tag keys) in line protocol `text`:
+/// escapes (`\ `, `\,`, `\=`) and quoted string fields respected.
+fn line_protocol_schema(
+    text: &str,
+) -> std::collections::BTreeMap<
+    String,
+    (
+        std::collections::BTreeSet<String>,
+        std::collections::BTreeSet<String>,
+    ),
+> {
+    // Splits at `sep` outside quotes and not escaped.
+    fn split(text: &str, sep: char) -> Vec<String> {
+        let (mut parts, mut cur, mut quoted, mut escaped) =
+            (Vec::new(), String::new(), false, false);
+        for c in text.chars() {
+            if escaped {
+                cur.push(c);
+                escaped = false;
+            } else if c == '\\' {
+                cur.push(c);
+                escaped = true;
+            } else if c == '"' {
+                cur.push(c);
+                quoted = !quoted;
+            } else if c == sep && !quoted {
+                parts.push(std::mem::take(&mut cur));
+            } else {
+                cur.push(c);
+            }
+        }
+        parts.push(cur);
+        parts
+    }
+    let key = |pair: &str| split(pair, '=')[0].replace('\\', "");
+    let mut schema = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let parts = split(line, ' ');
+        assert_eq!(parts.len(), 3, "measurement, fields, timestamp: {line}");
+        let series = split(&parts[0], ',');
+        let entry = schema
+            .entry(series[0].clone())
+            .or_insert_with(|| (Default::default(), Default::default()));
+        let (fields, tags): &mut (
+            std::collections::BTreeSet<String>,
+            std::collections::BTreeSet<String>,
+        ) = entry;
+        tags.extend(series[1..].iter().map(|t| key(t)));
+        fields.extend(split(&parts[1], ',').iter().map(|f| key(f)));
+    }
+    schema
+}
+
+/// Every identifier an InfluxQL query names: `FROM "m"` is the measurement,
+/// `fn("x")` and `"x" >` are fields, `GROUP BY "x"` and `WITH KEY = "x"`
+/// and `"x" =~` are tags; `AS "x"` is an alias.
+fn influxql_names(query: &str) -> (String, Vec<String>, Vec<String>) {
+    let (mut measurement, mut fields, mut tags) = (String::new(), Vec::new(), Vec::new());
+    let group_by = query.find("GROUP BY").unwrap_or(query.len());
+    let mut rest = query;
+    let mut offset = 0;
+    while let Some(start) = rest.find('"') {
+        let Some(len) = rest[start + 1..].find('"') else {
+            break;
+        };
+        let name = &rest[start + 1..start + 1 + len];
+        let before = rest[..start].trim_end();
+        let after = rest[start + len + 2..].trim_start();
+        let at = offset + start;
+        if before.ends_with("FROM") {
+            measurement = name.to_string();
+        } else if before.ends_with("AS") {
+        } else if before.ends_with('(') || after.starts_with('>') || after.starts_with('<') {
+            fields.push(name.to_string());
+        } else if at > group_by || before.ends_with("KEY =") || after.starts_with("=~") {
+            tags.push(name.to_string());
+        } else {
+            panic!("cannot classify \"{name}\" in {query}");
+        }
+        offset += start + len + 2;
+        rest = &rest[start + len + 2..];
+    }
+    (measurement, fields, tags)
+}
+
+#[test]
+fn grafana_queries_name_real_measurements_and_fields() {
+    let mut report = fixture();
+    let mut text = render_telegraf(&report).text;
+    report.age_ms = Some(1500.0);
+    text.push_str(&render_telegraf(&report).text);
+    let schema = line_protocol_schema(&text);
+    assert!(schema.contains_key("vmnetprobe_nic"), "{schema:?}");
+
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/grafana/vmnetprobe-dashboard.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("dashboard")).expect("JSON");
+    let mut queries: Vec<String> = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        let targets = panel["targets"].as_array().expect("targets");
+        assert!(
+            !targets.is_empty(),
+            "panel without query: {}",
+            panel["title"]
+        );
+        for target in targets {
+            queries.push(target["query"].as_str().expect("raw InfluxQL").to_string());
+        }
+    }
+    for variable in dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables")
+    {
+        queries.push(variable["query"].as_str().expect("query").to_string());
+    }
+    for query in &queries {
+        let (measurement, fields, tags) = influxql_names(query);
+        let Some((known_fields, known_tags)) = schema.get(&measurement) else {
+            panic!("unknown measurement '{measurement}' in {query}");
+        };
+        for field in &fields {
+            assert!(
+                known_fields.contains(field),
+                "no field {measurement}.{field}: {query}"
+            );
+        }
+        for tag in &tags {
+            assert!(
+                known_tags.contains(tag),
+                "no tag {measurement}.{tag}: {query}"
+            );
+        }
+        assert!(
+            !fields.is_empty() || query.starts_with("SHOW TAG VALUES"),
+            "no field in {query}"
+        );
+    }
+    assert!(queries.len() >= 10);
 }

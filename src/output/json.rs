@@ -24,6 +24,10 @@ pub(super) struct Document<'a> {
     external_target: Option<IpAddr>,
     timestamp_ns: u64,
     duration_ms: f64,
+    /// True when the result was shared from an earlier probe (`--min-interval`).
+    cached: bool,
+    /// How old the result is: 0 when probed for this caller.
+    age_ms: f64,
     error: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     summary: Option<Summary>,
@@ -116,6 +120,7 @@ pub(super) fn document(report: &Report, flavor: Flavor) -> Document<'_> {
         fatal,
         timestamp_ns,
         duration_ms,
+        age_ms,
     } = report;
     // Thresholds are configuration, not results; they are not part of the
     // documented document.
@@ -142,6 +147,8 @@ pub(super) fn document(report: &Report, flavor: Flavor) -> Document<'_> {
         external_target: *external_target,
         timestamp_ns: *timestamp_ns,
         duration_ms: ms(*duration_ms),
+        cached: age_ms.is_some(),
+        age_ms: ms(age_ms.unwrap_or(0.0)),
         error: fatal.as_deref(),
         summary,
     }
@@ -181,6 +188,8 @@ fn vm_json(vm: &VmReport, zabbix: bool) -> Vm<'_> {
         nics,
         external,
         duration_ms,
+        agent_commands: _,
+        agent_execs: _,
     } = vm;
     let Verdict {
         state,

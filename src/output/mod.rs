@@ -15,7 +15,7 @@ use crate::report::{Report, Verdict, VmReport};
 use crate::state::ServiceState;
 
 pub use nagios::render_nagios;
-pub use status::{render_status_json, render_status_table};
+pub use status::{render_status_json, render_status_table, render_status_table_styled};
 pub use telegraf::render_telegraf;
 pub use zabbix::{render_discovery_nics, render_discovery_vms, render_zabbix};
 

@@ -26,6 +26,7 @@ pub fn render_nagios(report: &Report) -> Rendered {
         fatal,
         timestamp_ns: _,
         duration_ms,
+        age_ms,
     } = report;
     if let Some(fatal) = fatal {
         let state = ServiceState::Unknown;
@@ -41,6 +42,12 @@ pub fn render_nagios(report: &Report) -> Rendered {
     let (perfdata, perf_vms) = perfdata(report, thresholds, *duration_ms);
     let first = format!("VMNETPROBE {state} - {} | {perfdata}", summary(report));
     let mut notes = Vec::new();
+    if let Some(age_ms) = age_ms {
+        notes.push(format!(
+            "(shared result: probed {} s ago, within --min-interval)",
+            fixed_decimal(age_ms / 1000.0, 1).unwrap_or_else(|| "?".to_string())
+        ));
+    }
     if perf_vms < vms.len() {
         notes.push(format!(
             "(RTT perfdata only for the first {perf_vms} of {} VMs by name)",
@@ -217,6 +224,8 @@ fn vm_lines(vm: &VmReport) -> Vec<String> {
         nics,
         external,
         duration_ms: _,
+        agent_commands: _,
+        agent_execs: _,
     } = vm;
     let Verdict {
         state,
@@ -331,6 +340,8 @@ mod tests {
             }],
             external: None,
             duration_ms: 1.0,
+            agent_commands: 0,
+            agent_execs: 0,
         }
     }
 
@@ -345,6 +356,7 @@ mod tests {
             fatal: None,
             timestamp_ns: 0,
             duration_ms: 5.0,
+            age_ms: None,
         }
     }
 

@@ -1,10 +1,12 @@
 //! `vmnetprobe status`: a table for a terminal (at most 80 columns, worst
-//! VM first, NIC rows indented) and the `--json` document.
+//! VM first, NIC rows indented, states coloured when asked to) and the
+//! `--json` document.
 
 use super::json::{document, Flavor};
 use super::Rendered;
 use super::{counts_text, exit_code_for, fixed_decimal, one_line, truncate_chars, worst_first};
 use crate::report::{AgentReport, NicReport, Report, TargetReport, Thresholds, Verdict, VmReport};
+use crate::state::ServiceState;
 
 /// Widest line of the table, in characters.
 const WIDTH: usize = 80;
@@ -28,8 +30,14 @@ pub fn render_status_json(report: &Report) -> Rendered {
     }
 }
 
-/// `status`: a human table, worst VM first.
+/// `status`: a human table, worst VM first, without colour.
 pub fn render_status_table(report: &Report) -> Rendered {
+    render_status_table_styled(report, false)
+}
+
+/// `status`: as [`render_status_table`], with the state column in colour
+/// when `color` (the caller decides: a terminal, and no `NO_COLOR`).
+pub fn render_status_table_styled(report: &Report, color: bool) -> Rendered {
     let Report {
         vms,
         external_target: _,
@@ -37,6 +45,7 @@ pub fn render_status_table(report: &Report) -> Rendered {
         fatal,
         timestamp_ns: _,
         duration_ms,
+        age_ms,
     } = report;
     let Thresholds {
         warning: _,
@@ -55,14 +64,27 @@ pub fn render_status_table(report: &Report) -> Rendered {
             exit_code,
         };
     }
-    let mut lines = vec![row(["VM", "STATE", "OS", "NICS", "EXT RTT", "REASON"])];
+    let mut lines = vec![row(
+        ["VM", "STATE", "OS", "NICS", "EXT RTT", "REASON"],
+        None,
+    )];
+    let paint = |state: ServiceState| color.then_some(state);
     for vm in worst_first(vms) {
-        vm_rows(vm, &mut lines);
+        vm_rows(vm, &mut lines, paint);
     }
-    let took = fixed_decimal(*duration_ms, 1).unwrap_or_else(|| "?".to_string());
+    let when = match age_ms {
+        Some(age) => format!(
+            "shared result, probed {} s ago",
+            fixed_decimal(age / 1000.0, 1).unwrap_or_else(|| "?".to_string())
+        ),
+        None => format!(
+            "{} ms",
+            fixed_decimal(*duration_ms, 1).unwrap_or_else(|| "?".to_string())
+        ),
+    };
     lines.push(String::new());
     lines.push(format!(
-        "{} VM{}: {} ({took} ms)",
+        "{} VM{}: {} ({when})",
         vms.len(),
         if vms.len() == 1 { "" } else { "s" },
         counts_text(report)
@@ -72,7 +94,11 @@ pub fn render_status_table(report: &Report) -> Rendered {
     Rendered { text, exit_code }
 }
 
-fn vm_rows(vm: &VmReport, lines: &mut Vec<String>) {
+fn vm_rows(
+    vm: &VmReport,
+    lines: &mut Vec<String>,
+    paint: impl Fn(ServiceState) -> Option<ServiceState>,
+) {
     let VmReport {
         name,
         uuid: _,
@@ -82,6 +108,8 @@ fn vm_rows(vm: &VmReport, lines: &mut Vec<String>) {
         nics,
         external,
         duration_ms: _,
+        agent_commands: _,
+        agent_execs: _,
     } = vm;
     let Verdict {
         state,
@@ -105,14 +133,17 @@ fn vm_rows(vm: &VmReport, lines: &mut Vec<String>) {
         }) => rtt_text(*rtt_ms),
         None => "-".to_string(),
     };
-    lines.push(row([
-        name,
-        state.as_str(),
-        os.as_str(),
-        &format!("{nics_ok}/{}", nics.len()),
-        &ext_rtt,
-        reason,
-    ]));
+    lines.push(row(
+        [
+            name,
+            state.as_str(),
+            os.as_str(),
+            &format!("{nics_ok}/{}", nics.len()),
+            &ext_rtt,
+            reason,
+        ],
+        paint(*state),
+    ));
     let mut sorted: Vec<&NicReport> = nics.iter().collect();
     sorted.sort_by(|a, b| a.mac.cmp(&b.mac));
     for nic in sorted {
@@ -129,14 +160,17 @@ fn vm_rows(vm: &VmReport, lines: &mut Vec<String>) {
             rtt_ms,
         } = nic;
         let label = format!("  {}", name.as_deref().unwrap_or(mac));
-        lines.push(row([
-            &label,
-            verdict.state.as_str(),
-            kind.as_str(),
-            "",
-            &rtt_text(*rtt_ms),
-            &verdict.reason,
-        ]));
+        lines.push(row(
+            [
+                &label,
+                verdict.state.as_str(),
+                kind.as_str(),
+                "",
+                &rtt_text(*rtt_ms),
+                &verdict.reason,
+            ],
+            paint(verdict.state),
+        ));
     }
 }
 
@@ -150,26 +184,52 @@ fn rtt_text(rtt_ms: Option<f64>) -> String {
     }
 }
 
+/// The ANSI colour of a state: green, red, yellow, magenta.
+fn ansi(state: ServiceState) -> &'static str {
+    match state {
+        ServiceState::Ok => "\x1b[32m",
+        ServiceState::Critical => "\x1b[1;31m",
+        ServiceState::Warning => "\x1b[33m",
+        ServiceState::Unknown => "\x1b[35m",
+    }
+}
+
+const ANSI_RESET: &str = "\x1b[0m";
+
 /// One table line; every cell is cut to its column, the last one to what
-/// is left of [`WIDTH`].
-fn row(cells: [&str; 6]) -> String {
+/// is left of [`WIDTH`] (escape codes take no columns). With `paint`, the
+/// state cell is coloured.
+fn row(cells: [&str; 6], paint: Option<ServiceState>) -> String {
     let [name, state, os, nics, rtt, reason] = cells.map(one_line);
     let mut line = String::new();
-    for (text, width) in [
+    let mut columns = 0;
+    for (i, (text, width)) in [
         (&name, NAME_WIDTH),
         (&state, STATE_WIDTH),
         (&os, OS_WIDTH),
         (&nics, NICS_WIDTH),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let cell = truncate_chars(text, width);
-        line.push_str(&cell);
+        match paint.filter(|_| i == 1) {
+            Some(state) => {
+                line.push_str(ansi(state));
+                line.push_str(&cell);
+                line.push_str(ANSI_RESET);
+            }
+            None => line.push_str(&cell),
+        }
         line.extend(std::iter::repeat_n(' ', width - cell.chars().count() + 1));
+        columns += width + 1;
     }
     let rtt = truncate_chars(&rtt, RTT_WIDTH);
     line.extend(std::iter::repeat_n(' ', RTT_WIDTH - rtt.chars().count()));
     line.push_str(&rtt);
     line.push_str("  ");
-    let left = WIDTH.saturating_sub(line.chars().count());
+    columns += RTT_WIDTH + 2;
+    let left = WIDTH.saturating_sub(columns);
     line.push_str(&truncate_chars(&reason, left));
     line.trim_end().to_string()
 }
@@ -181,11 +241,28 @@ mod tests {
     #[test]
     fn rows_fit_80_columns_even_with_long_and_wide_text() {
         let long = "ü".repeat(200);
-        let line = row([&long, "CRITICAL", "windows", "10/10", "1234 ms", &long]);
+        let line = row(
+            [&long, "CRITICAL", "windows", "10/10", "1234 ms", &long],
+            None,
+        );
         assert_eq!(line.chars().count(), WIDTH);
         assert!(line.ends_with('…'));
-        let line = row(["a\nb", "OK", "linux", "1/1", "-", "x\ty"]);
+        let line = row(["a\nb", "OK", "linux", "1/1", "-", "x\ty"], None);
         assert!(!line.contains('\n') && !line.contains('\t'));
+    }
+
+    #[test]
+    fn colour_only_paints_the_state_and_keeps_the_width() {
+        let long = "x".repeat(200);
+        let cells = ["vm1", "CRITICAL", "linux", "0/1", "-", long.as_str()];
+        let plain = row(cells, None);
+        let painted = row(cells, Some(ServiceState::Critical));
+        assert!(painted.contains("\x1b[1;31mCRITICAL\x1b[0m"), "{painted:?}");
+        assert_eq!(
+            painted.replace("\x1b[1;31m", "").replace(ANSI_RESET, ""),
+            plain
+        );
+        assert!(!plain.contains('\x1b'));
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub fn render_telegraf(report: &Report) -> Rendered {
         fatal,
         timestamp_ns,
         duration_ms,
+        age_ms,
     } = report;
     let Thresholds {
         warning: _,
@@ -48,7 +49,9 @@ pub fn render_telegraf(report: &Report) -> Rendered {
         .int("warning", warning)
         .int("critical", critical)
         .int("unknown", unknown)
-        .float("duration_ms", Some(*duration_ms));
+        .float("duration_ms", Some(*duration_ms))
+        .bool("cached", Some(age_ms.is_some()))
+        .float("age_ms", *age_ms);
     if let Some(fatal) = fatal {
         run = run.string("error", fatal);
     }
@@ -67,6 +70,8 @@ fn vm_points(vm: &VmReport) -> Vec<Point> {
         nics,
         external,
         duration_ms,
+        agent_commands,
+        agent_execs,
     } = vm;
     let Verdict {
         state,
@@ -87,7 +92,9 @@ fn vm_points(vm: &VmReport) -> Vec<Point> {
         .string("code", code)
         .string("reason", reason)
         .bool("agent_up", Some(agent_verdict.code == "ok"))
-        .float("duration_ms", Some(*duration_ms))];
+        .float("duration_ms", Some(*duration_ms))
+        .int("agent_commands", *agent_commands)
+        .int("agent_execs", *agent_execs)];
     let mut sorted: Vec<&NicReport> = nics.iter().collect();
     sorted.sort_by(|a, b| a.mac.cmp(&b.mac));
     for nic in sorted {

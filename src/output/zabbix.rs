@@ -54,6 +54,7 @@ pub fn render_discovery_vms(report: &Report) -> Rendered {
         fatal,
         timestamp_ns: _,
         duration_ms: _,
+        age_ms: _,
     } = report;
     let Thresholds {
         warning: _,
@@ -74,6 +75,8 @@ pub fn render_discovery_vms(report: &Report) -> Rendered {
                 nics: _,
                 external: _,
                 duration_ms: _,
+                agent_commands: _,
+                agent_execs: _,
             } = vm;
             VmRow {
                 name,
@@ -94,6 +97,7 @@ pub fn render_discovery_nics(report: &Report) -> Rendered {
         fatal,
         timestamp_ns: _,
         duration_ms: _,
+        age_ms: _,
     } = report;
     let Thresholds {
         warning: _,
@@ -113,6 +117,8 @@ pub fn render_discovery_nics(report: &Report) -> Rendered {
             nics,
             external: _,
             duration_ms: _,
+            agent_commands: _,
+            agent_execs: _,
         } = vm;
         let AgentReport {
             verdict: _,
@@ -210,12 +216,15 @@ mod tests {
                 }],
                 external: None,
                 duration_ms: 1.0,
+                agent_commands: 0,
+                agent_execs: 0,
             }],
             external_target: None,
             thresholds: Thresholds::default(),
             fatal: None,
             timestamp_ns: 1,
             duration_ms: 2.0,
+            age_ms: None,
         }
     }
 

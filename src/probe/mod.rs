@@ -7,14 +7,17 @@ pub mod gateway;
 pub mod ping;
 pub mod runner;
 
+use crate::cache::{now_ms, AgentFacts, FactBook, FactUpdate, RouteEntry, RouteMemo, ROUTE_TTL};
 use crate::inventory::{ChannelState, NicConfig, VmTarget};
 use crate::policy::{Finding, PingTarget, Policy};
-use crate::qga::{Agent, AgentError, GuestInfo, GuestInterface};
+use crate::qga::{Agent, AgentError, AgentTransport, GuestInfo, GuestInterface};
 use crate::report::{
     AgentReport, GatewaySource, GuestOs, NicKind, NicReport, TargetReport, Verdict, VmReport,
 };
 use crate::state::ServiceState;
+use serde_json::Value;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What every VM is probed with.
@@ -33,6 +36,9 @@ pub struct ProbeConfig {
     /// Never run anything in the guest.
     pub no_exec: bool,
     pub policy: Policy,
+    /// Facts remembered from earlier runs, and where this run's go; `None`
+    /// runs without memory (every fact learned from scratch).
+    pub facts: Option<Arc<FactBook>>,
 }
 
 impl Default for ProbeConfig {
@@ -45,6 +51,7 @@ impl Default for ProbeConfig {
             command_timeout: Duration::from_secs(3),
             no_exec: false,
             policy: Policy::default(),
+            facts: None,
         }
     }
 }
@@ -81,6 +88,28 @@ impl NicProbe {
     }
 }
 
+/// Counts the commands sent to the agent (the measure of how gentle a run is).
+struct CountingTransport<'t> {
+    inner: &'t mut dyn AgentTransport,
+    sent: u32,
+    execs: u32,
+}
+
+impl AgentTransport for CountingTransport<'_> {
+    fn execute(
+        &mut self,
+        command: &str,
+        arguments: Option<&Value>,
+        timeout: Duration,
+    ) -> Result<Value, AgentError> {
+        self.sent = self.sent.saturating_add(1);
+        if command == "guest-exec" {
+            self.execs = self.execs.saturating_add(1);
+        }
+        self.inner.execute(command, arguments, timeout)
+    }
+}
+
 /// Which ping binary works in this guest, learned on the first exec.
 #[derive(Debug, Clone, Copy)]
 enum PingFlavor {
@@ -97,6 +126,17 @@ struct VmProbe<'c> {
     nics: Vec<NicProbe>,
     /// `None` when the external check does not apply to this VM.
     external: Option<(IpAddr, Option<Finding>)>,
+    /// The VM's key in the fact book (when there is one).
+    key: Option<String>,
+    /// Facts from earlier runs, once `guest-info` confirmed the agent is
+    /// the same (version and command list).
+    known: Option<AgentFacts>,
+    /// What this run learned, stored when the agent answered throughout.
+    info: Option<GuestInfo>,
+    ping_path: Option<String>,
+    routes: Option<RouteMemo>,
+    agent_commands: u32,
+    agent_execs: u32,
 }
 
 fn classify_kind(cfg: &ProbeConfig, names: &[Option<&str>]) -> NicKind {
@@ -133,6 +173,16 @@ impl<'c> VmProbe<'c> {
             exec_enabled: None,
             nics,
             external: None,
+            key: cfg
+                .facts
+                .as_ref()
+                .map(|book| book.key_for(&target.name, target.uuid.as_deref())),
+            known: None,
+            info: None,
+            ping_path: None,
+            routes: None,
+            agent_commands: 0,
+            agent_execs: 0,
         };
         probe.update_external_applicability();
         probe
@@ -164,17 +214,19 @@ impl<'c> VmProbe<'c> {
     }
 
     fn run(&mut self, target: &VmTarget, deadline: Instant) {
-        if !target.running {
-            return self.agent_failed(Finding::VmNotRunning);
-        }
-        match target.channel {
-            ChannelState::Missing => {
-                return self.agent_failed(Finding::Agent(AgentError::NoChannel))
+        let not_up = if !target.running {
+            Some(Finding::VmNotRunning)
+        } else {
+            match target.channel {
+                ChannelState::Missing => Some(Finding::Agent(AgentError::NoChannel)),
+                ChannelState::Disconnected => Some(Finding::Agent(AgentError::NotConnected)),
+                ChannelState::Connected | ChannelState::Unknown => None,
             }
-            ChannelState::Disconnected => {
-                return self.agent_failed(Finding::Agent(AgentError::NotConnected))
-            }
-            ChannelState::Connected | ChannelState::Unknown => {}
+        };
+        if let Some(finding) = not_up {
+            // Whatever comes back is a restarted agent: learn it again.
+            self.forget();
+            return self.agent_failed(finding);
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
         let mut transport = match target
@@ -182,16 +234,67 @@ impl<'c> VmProbe<'c> {
             .connect(remaining.min(self.cfg.command_timeout))
         {
             Ok(t) => t,
-            Err(e) => return self.agent_failed(Finding::Agent(e)),
+            Err(e) => {
+                self.forget();
+                return self.agent_failed(Finding::Agent(e));
+            }
         };
-        let mut agent = Agent::new(transport.as_mut(), self.cfg.command_timeout, deadline);
-        if let Err(e) = self.run_with_agent(&mut agent) {
-            self.agent_failed(Finding::Agent(e));
+        let mut counting = CountingTransport {
+            inner: transport.as_mut(),
+            sent: 0,
+            execs: 0,
+        };
+        let mut agent = Agent::new(&mut counting, self.cfg.command_timeout, deadline);
+        let result = self.run_with_agent(&mut agent);
+        self.agent_commands = counting.sent;
+        self.agent_execs = counting.execs;
+        match result {
+            Ok(()) => self.remember(),
+            Err(e) => {
+                self.forget();
+                self.agent_failed(Finding::Agent(e));
+            }
+        }
+    }
+
+    /// Hands what this run learned to the fact book.
+    fn remember(&mut self) {
+        let (Some(book), Some(key), Some(info)) = (&self.cfg.facts, &self.key, &self.info) else {
+            return;
+        };
+        if self.os == GuestOs::Unknown {
+            return book.learn(key.clone(), FactUpdate::Forget);
+        }
+        let facts = AgentFacts {
+            version: info.version.clone(),
+            commands: info.commands.clone(),
+            os: self.os,
+            ping_path: self.ping_path.clone(),
+            routes: self.routes.clone(),
+        };
+        book.learn(key.clone(), FactUpdate::Store(facts));
+    }
+
+    fn forget(&self) {
+        if let (Some(book), Some(key)) = (&self.cfg.facts, &self.key) {
+            book.learn(key.clone(), FactUpdate::Forget);
         }
     }
 
     fn run_with_agent(&mut self, agent: &mut Agent<'_>) -> Result<(), AgentError> {
         let info = agent.info()?;
+        // Facts from earlier runs hold only for the very same agent: same
+        // version, same command list (a restart with other --block-rpcs,
+        // an upgrade or a reinstall all change one of them).
+        self.known = match (&self.cfg.facts, &self.key) {
+            (Some(book), Some(key)) => book
+                .known(key)
+                .filter(|f| f.version == info.version && f.commands == info.commands)
+                .cloned(),
+            _ => None,
+        };
+        self.ping_path = self.known.as_ref().and_then(|f| f.ping_path.clone());
+        self.info = Some(info.clone());
         self.agent_version = Some(info.version.clone());
         self.agent = self
             .cfg
@@ -201,7 +304,10 @@ impl<'c> VmProbe<'c> {
         self.exec_enabled = Some(exec_enabled);
         let may_exec = exec_enabled && !self.cfg.no_exec;
 
-        self.os = detect_os(agent, &info, may_exec)?;
+        self.os = match self.known.as_ref().map(|f| f.os) {
+            Some(os @ (GuestOs::Linux | GuestOs::Windows)) => os,
+            _ => detect_os(agent, &info, may_exec)?,
+        };
         self.read_interfaces(agent, &info)?;
         self.find_gateways(agent, &info, may_exec)?;
         self.decide_before_ping(exec_enabled);
@@ -281,17 +387,23 @@ impl<'c> VmProbe<'c> {
         if self.nics.iter().all(|n| n.guest.is_none()) {
             return Ok(());
         }
-        if self.os != GuestOs::Windows && info.supports("guest-network-get-route") {
-            match agent.routes() {
-                Ok(routes) => {
-                    let by_iface = gateway::gateways_from_routes(&routes);
-                    self.assign_by_name(&by_iface, GatewaySource::AgentRoute);
+        if !self.gateways_from_memo() {
+            let found = if self.os != GuestOs::Windows && info.supports("guest-network-get-route") {
+                match agent.routes() {
+                    Ok(routes) => {
+                        let by_iface = gateway::gateways_from_routes(&routes);
+                        self.assign_by_name(&by_iface, GatewaySource::AgentRoute);
+                        true
+                    }
+                    Err(e) if exec::is_session_fatal(&e) => return Err(e),
+                    Err(_) => false,
                 }
-                Err(e) if exec::is_session_fatal(&e) => return Err(e),
-                Err(_) => {}
-            }
-        } else if may_exec {
-            self.gateways_from_guest_exec(agent)?;
+            } else if may_exec {
+                self.gateways_from_guest_exec(agent)?
+            } else {
+                false
+            };
+            self.routes = found.then(|| self.route_memo(now_ms()));
         }
         for nic in &mut self.nics {
             if nic.gateway.is_some() {
@@ -308,6 +420,51 @@ impl<'c> VmProbe<'c> {
         Ok(())
     }
 
+    /// Uses the gateways an earlier run found in the guest's routes, while
+    /// they are younger than [`ROUTE_TTL`] and every NIC still has the
+    /// addresses it had then. True when they were used.
+    fn gateways_from_memo(&mut self) -> bool {
+        let Some(memo) = self.known.as_ref().and_then(|f| f.routes.clone()) else {
+            return false;
+        };
+        let ttl = u64::try_from(ROUTE_TTL.as_millis()).unwrap_or(u64::MAX);
+        if now_ms().saturating_sub(memo.learned_ms) >= ttl {
+            return false;
+        }
+        let current = self.nics.iter().filter(|n| n.guest.is_some());
+        let unchanged = current
+            .clone()
+            .all(|n| memo.nics.get(&n.mac).is_some_and(|e| e.ips == n.ips()));
+        if !unchanged || current.count() != memo.nics.len() {
+            return false;
+        }
+        for nic in &mut self.nics {
+            if let Some(entry) = memo.nics.get(&nic.mac) {
+                nic.gateway = entry.gateway.zip(entry.source);
+            }
+        }
+        self.routes = Some(memo);
+        true
+    }
+
+    /// The gateways just found in the guest's routes, per NIC.
+    fn route_memo(&self, learned_ms: u64) -> RouteMemo {
+        let nics = self
+            .nics
+            .iter()
+            .filter(|n| n.guest.is_some())
+            .map(|n| {
+                let entry = RouteEntry {
+                    ips: n.ips(),
+                    gateway: n.gateway.map(|(gw, _)| gw),
+                    source: n.gateway.map(|(_, source)| source),
+                };
+                (n.mac.clone(), entry)
+            })
+            .collect();
+        RouteMemo { learned_ms, nics }
+    }
+
     fn assign_by_name(
         &mut self,
         by_iface: &std::collections::BTreeMap<String, IpAddr>,
@@ -320,7 +477,8 @@ impl<'c> VmProbe<'c> {
         }
     }
 
-    fn gateways_from_guest_exec(&mut self, agent: &mut Agent<'_>) -> Result<(), AgentError> {
+    /// Reads the guest's route table; true when it could be read.
+    fn gateways_from_guest_exec(&mut self, agent: &mut Agent<'_>) -> Result<bool, AgentError> {
         let until = agent
             .deadline()
             .min(Instant::now() + self.cfg.command_timeout);
@@ -335,11 +493,12 @@ impl<'c> VmProbe<'c> {
                             nic.gateway = Some((gw, GatewaySource::GuestRouteTable));
                         }
                     }
+                    return Ok(status.exit_code == Some(0));
                 }
                 Err(e) if exec::is_session_fatal(&e) => return Err(e),
                 _ => {}
             }
-            return Ok(());
+            return Ok(false);
         }
         let args = gateway::linux_route_args();
         for path in gateway::LINUX_IP_PATHS {
@@ -347,15 +506,15 @@ impl<'c> VmProbe<'c> {
                 Ok(Some(status)) => {
                     let by_iface = gateway::gateways_from_ip_route(&status.stdout);
                     self.assign_by_name(&by_iface, GatewaySource::GuestRouteTable);
-                    return Ok(());
+                    return Ok(status.exit_code == Some(0));
                 }
-                Ok(None) => return Ok(()),
+                Ok(None) => return Ok(false),
                 Err(e) if exec::is_missing_program(&e) => continue,
                 Err(e) if exec::is_session_fatal(&e) => return Err(e),
-                Err(_) => return Ok(()),
+                Err(_) => return Ok(false),
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     fn assign_fallback_gateway(&mut self) {
@@ -435,18 +594,39 @@ impl<'c> VmProbe<'c> {
             return Ok(());
         }
 
+        // Start with the ping binary that worked last time; if it is gone,
+        // search the whole list once more.
+        let remembered = self
+            .ping_path
+            .as_deref()
+            .and_then(|p| ping::LINUX_PING_PATHS.iter().position(|c| *c == p))
+            .unwrap_or(0);
+        let mut rescan = remembered > 0;
         let mut flavor = match self.os {
             GuestOs::Windows => PingFlavor::Windows,
-            _ => PingFlavor::Linux(0),
+            _ => PingFlavor::Linux(remembered),
         };
         let mut started: Vec<(Option<usize>, PingTarget, i64)> = Vec::new();
         for (slot, target, arg) in pending {
-            match start_ping(agent, &mut flavor, target, &arg, self.cfg.ping_timeout) {
+            let timeout = self.cfg.ping_timeout;
+            let mut result = start_ping(agent, &mut flavor, target, &arg, timeout);
+            if rescan && matches!(result, Err(StartError::Finding(Finding::PingMissing))) {
+                rescan = false;
+                flavor = PingFlavor::Linux(0);
+                result = start_ping(agent, &mut flavor, target, &arg, timeout);
+            }
+            match result {
                 Ok(pid) => started.push((slot, target, pid)),
                 Err(StartError::Fatal(e)) => return Err(e),
                 Err(StartError::Finding(f)) => self.settle(slot, f),
             }
         }
+        self.ping_path = match flavor {
+            PingFlavor::Linux(i) if !started.is_empty() => {
+                ping::LINUX_PING_PATHS.get(i).map(|p| p.to_string())
+            }
+            _ => None,
+        };
         let limit = self.cfg.ping_timeout + PING_GRACE;
         let until = agent.deadline().min(Instant::now() + limit);
         let pids: Vec<i64> = started.iter().map(|(_, _, pid)| *pid).collect();
@@ -461,6 +641,20 @@ impl<'c> VmProbe<'c> {
                 None => Finding::PingUnfinished(limit),
             };
             self.settle(slot, finding);
+        }
+        // A gateway from the routes that did not answer is looked up again
+        // next time instead of being trusted.
+        let stale = self.nics.iter().any(|n| {
+            matches!(
+                n.gateway,
+                Some((
+                    _,
+                    GatewaySource::AgentRoute | GatewaySource::GuestRouteTable
+                ))
+            ) && matches!(n.finding, Some(Finding::Unreachable(..)))
+        });
+        if stale {
+            self.routes = None;
         }
         Ok(())
     }
@@ -534,6 +728,8 @@ impl<'c> VmProbe<'c> {
             nics,
             external,
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+            agent_commands: self.agent_commands,
+            agent_execs: self.agent_execs,
         }
     }
 }
