@@ -77,13 +77,29 @@ pub struct TargetArgs {
     #[arg(long = "external-network", value_name = "NAME")]
     pub external_networks: Vec<String>,
     /// How long one ping waits for its reply.
-    #[arg(long, value_name = "DUR", default_value = "1s")]
+    #[arg(
+        long,
+        value_name = "DUR",
+        default_value = "1s",
+        allow_hyphen_values = true
+    )]
     pub ping_timeout: String,
     /// Overall deadline for the whole run; never overrun.
-    #[arg(short = 't', long, value_name = "DUR", default_value = "10s")]
+    #[arg(
+        short = 't',
+        long,
+        value_name = "DUR",
+        default_value = "10s",
+        allow_hyphen_values = true
+    )]
     pub timeout: String,
     /// Upper bound for one guest agent command.
-    #[arg(long, value_name = "DUR", default_value = "3s")]
+    #[arg(
+        long,
+        value_name = "DUR",
+        default_value = "3s",
+        allow_hyphen_values = true
+    )]
     pub command_timeout: String,
     /// VMs probed in parallel.
     #[arg(short = 'j', long, value_name = "N", default_value_t = 32)]

@@ -131,6 +131,14 @@ impl Config {
                 .iter()
                 .map(|s| parse_socket(s))
                 .collect::<Result<Vec<_>, _>>()?;
+            for pattern in &args.socket_glob {
+                let dir = std::path::Path::new(pattern).parent();
+                if dir.is_some_and(|d| d.to_string_lossy().contains(['*', '?'])) {
+                    return Err(ConfigError(format!(
+                        "invalid --socket-glob '{pattern}': wildcards are only supported in the file name"
+                    )));
+                }
+            }
             Source::Sockets {
                 named,
                 globs: args.socket_glob.clone(),
@@ -320,6 +328,12 @@ mod tests {
                 globs: vec![]
             }
         );
+        let mut a = args();
+        a.socket_glob = vec!["/run/*/x.qga".into()];
+        assert!(Config::from_args(&a)
+            .unwrap_err()
+            .0
+            .contains("only supported in the file name"));
         let mut a = args();
         a.socket = vec!["nopath".into()];
         assert!(Config::from_args(&a).unwrap_err().0.contains("NAME=PATH"));

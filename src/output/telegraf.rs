@@ -277,7 +277,12 @@ fn escape_with(text: &str, equals: bool) -> String {
 /// equals sign (`\\,` is not an escape in line protocol: the value would
 /// end there). Surrounding blanks are trimmed; the result may be empty.
 fn tag_value(raw: &str) -> String {
-    let flat = one_line(raw);
+    // Every Unicode space becomes ' ' first, so trimming cannot uncover a
+    // backslash the walk below already judged.
+    let flat: String = one_line(raw)
+        .chars()
+        .map(|c| if c.is_whitespace() { ' ' } else { c })
+        .collect();
     let mut kept: Vec<char> = Vec::with_capacity(flat.len());
     // Walk from the end: is the next kept character escaped (or the end)?
     let mut next_is_special = true;

@@ -118,7 +118,10 @@ pub fn parse_linux_rtt(stdout: &str) -> Option<f64> {
             return None;
         }
         let avg = values.split('/').nth(1)?.trim();
-        avg.parse::<f64>().ok().filter(|v| v.is_finite())
+        // `-5` and `1e3` parse as f64 too; a guest's output is not trusted.
+        avg.parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v >= 0.0)
     })
 }
 
@@ -210,7 +213,11 @@ pub fn parse_windows_rtt(line: &str) -> Option<f64> {
     let digits_start = before.rfind(|c: char| !c.is_ascii_digit()).map_or(0, |i| {
         i + before[i..].chars().next().map_or(1, char::len_utf8)
     });
-    let value: f64 = before[digits_start..].parse().ok()?;
+    // 400 digits parse as infinity.
+    let value: f64 = before[digits_start..]
+        .parse()
+        .ok()
+        .filter(|v: &f64| v.is_finite())?;
     let marker = before[..digits_start].trim_end().chars().last()?;
     match marker {
         '<' => Some(value / 2.0),
@@ -399,5 +406,16 @@ mod tests {
             Some(46.0)
         );
         assert_eq!(parse_windows_rtt("TTL=5"), None);
+    }
+
+    #[test]
+    fn hostile_rtts_are_refused() {
+        let huge = format!("Reply from 192.0.2.1: time={}ms TTL=64", "9".repeat(400));
+        assert_eq!(parse_windows_rtt(&huge), None);
+        let huge = format!("64 bytes: time={} ms", "9".repeat(400));
+        assert_eq!(parse_linux_rtt(&huge), None);
+        assert_eq!(parse_linux_rtt("rtt min/avg/max/mdev = 1/-5/3/0 ms"), None);
+        assert_eq!(parse_linux_rtt("rtt min/avg/max/mdev = 1/inf/3/0 ms"), None);
+        assert_eq!(parse_linux_rtt("rtt min/avg/max/mdev = 1/NaN/3/0 ms"), None);
     }
 }

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// container host a few hundred KiB; anything beyond this is refused.
 pub const MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
 const SENTINEL: u8 = 0xFF;
+/// The longest single socket wait; see [`SocketTransport::fill`].
+const READ_SLICE: Duration = Duration::from_millis(100);
 
 pub struct SocketTransport {
     stream: UnixStream,
@@ -92,33 +94,45 @@ impl SocketTransport {
     }
 
     /// Reads more bytes into the buffer, honouring the deadline and the size cap.
+    ///
+    /// The socket timeout is set to at most [`READ_SLICE`] at a time: the
+    /// kernel runs `SO_RCVTIMEO` on its timer wheel, which fires late by up
+    /// to an eighth of the timeout (measured: 2.85 s became 2.95 s), and that
+    /// lateness would eat the runner's margin and turn the VM's real reason
+    /// into a generic "timed out".
     fn fill(&mut self, deadline: Instant, command: &str) -> Result<(), AgentError> {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Err(AgentError::Timeout {
-                command: command.into(),
-            });
-        }
         if self.buffer.len() >= MAX_REPLY_BYTES {
             return Err(AgentError::Protocol(format!(
                 "reply to {command} is larger than {} MiB",
                 MAX_REPLY_BYTES / (1024 * 1024)
             )));
         }
-        self.stream
-            .set_read_timeout(Some(remaining))
-            .map_err(|e| io_error(e, command))?;
         let mut chunk = [0u8; 16 * 1024];
-        match self.stream.read(&mut chunk) {
-            Ok(0) => Err(AgentError::Disconnected(
-                "agent closed the connection".into(),
-            )),
-            Ok(n) => {
-                self.buffer.extend_from_slice(&chunk[..n]);
-                Ok(())
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(AgentError::Timeout {
+                    command: command.into(),
+                });
             }
-            Err(e) if e.kind() == ErrorKind::Interrupted => Ok(()),
-            Err(e) => Err(io_error(e, command)),
+            self.stream
+                .set_read_timeout(Some(remaining.min(READ_SLICE)))
+                .map_err(|e| io_error(e, command))?;
+            match self.stream.read(&mut chunk) {
+                Ok(0) => {
+                    return Err(AgentError::Disconnected(
+                        "agent closed the connection".into(),
+                    ))
+                }
+                Ok(n) => {
+                    self.buffer.extend_from_slice(&chunk[..n]);
+                    return Ok(());
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => return Ok(()),
+                // A slice ran out: the loop checks the real deadline.
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) => return Err(io_error(e, command)),
+            }
         }
     }
 
@@ -148,7 +162,9 @@ impl SocketTransport {
         );
         request.push(b'\n');
         self.write_all(&request, deadline, COMMAND)?;
-        let mut wrong_id = None;
+        // What the agent sent after a sentinel instead of our id: reported
+        // as a protocol error if our reply never comes.
+        let mut wrong_reply: Option<String> = None;
         loop {
             // Discard everything before the sentinel, including the parse error
             // the agent reports for our own 0xFF.
@@ -159,11 +175,8 @@ impl SocketTransport {
                 self.buffer.clear();
                 match self.fill(deadline, COMMAND) {
                     Ok(()) => {}
-                    Err(AgentError::Timeout { .. }) if wrong_id.is_some() => {
-                        return Err(AgentError::Protocol(format!(
-                            "agent answered guest-sync-delimited with id {} instead of {id}",
-                            wrong_id.unwrap_or_default()
-                        )));
+                    Err(AgentError::Timeout { .. }) if wrong_reply.is_some() => {
+                        return Err(AgentError::Protocol(wrong_reply.unwrap_or_default()));
                     }
                     Err(e) => return Err(e),
                 }
@@ -172,14 +185,22 @@ impl SocketTransport {
             let line = self.read_line(deadline, COMMAND)?;
             let reply: Value = match serde_json::from_slice(&line) {
                 Ok(v) => v,
-                Err(_) => continue,
+                Err(_) => {
+                    wrong_reply = Some(format!("reply to {COMMAND} is not JSON"));
+                    continue;
+                }
             };
             match reply.get("return").and_then(Value::as_u64) {
                 Some(got) if got == id => {
                     self.needs_sync = false;
                     return Ok(());
                 }
-                other => wrong_id = Some(other.unwrap_or_default()),
+                other => {
+                    wrong_reply = Some(format!(
+                        "agent answered {COMMAND} with id {} instead of {id}",
+                        other.unwrap_or_default()
+                    ))
+                }
             }
         }
     }
@@ -245,5 +266,72 @@ impl AgentTransport for SocketTransport {
             self.needs_sync = true;
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transport(stream: UnixStream) -> SocketTransport {
+        SocketTransport {
+            stream,
+            buffer: Vec::new(),
+            next_id: 7,
+            needs_sync: true,
+        }
+    }
+
+    #[test]
+    fn a_silent_agent_times_out_on_time() {
+        // Long enough for the kernel's coarse timer wheel (a 2.2 s SO_RCVTIMEO
+        // fired ~100 ms late here); each wait is now a short slice.
+        let (ours, _agent) = UnixStream::pair().unwrap();
+        let mut t = transport(ours);
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(2200);
+        let err = t.sync(deadline).unwrap_err();
+        let late = Instant::now().saturating_duration_since(deadline);
+        assert!(matches!(err, AgentError::Timeout { .. }), "{err:?}");
+        assert!(
+            late < Duration::from_millis(50),
+            "deadline overrun by {late:?}"
+        );
+    }
+
+    #[test]
+    fn garbage_after_the_sync_sentinel_is_a_protocol_error() {
+        let (ours, mut agent) = UnixStream::pair().unwrap();
+        agent.write_all(b"\xff\x00\xfe{{{ not json\n").unwrap();
+        let mut t = transport(ours);
+        let err = t
+            .sync(Instant::now() + Duration::from_millis(300))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            AgentError::Protocol("reply to guest-sync-delimited is not JSON".into())
+        );
+    }
+
+    #[test]
+    fn another_sync_id_is_a_protocol_error_and_ours_still_wins() {
+        let (ours, mut agent) = UnixStream::pair().unwrap();
+        agent.write_all(b"\xff{\"return\": 99}\n").unwrap();
+        let mut t = transport(ours);
+        let err = t
+            .sync(Instant::now() + Duration::from_millis(300))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            AgentError::Protocol(
+                "agent answered guest-sync-delimited with id 99 instead of 7".into()
+            )
+        );
+        // A late reply of an earlier client, then ours: in sync.
+        agent
+            .write_all(b"\xff{\"return\": 5}\n\xff{\"return\": 8}\n")
+            .unwrap();
+        t.sync(Instant::now() + Duration::from_millis(300)).unwrap();
+        assert!(!t.needs_sync);
     }
 }

@@ -1,0 +1,419 @@
+//! Bad command-line input never panics and never starts a probe: it gives
+//! one clear line and exit 3 — `VMNETPROBE UNKNOWN - reason` on stdout in
+//! nagios mode, `vmnetprobe: reason` on stderr in the others. Failures to
+//! list VMs at all (unknown domain, unreadable socket directory, no libvirt)
+//! are fatal reports in each format's own terms; a single bad socket is that
+//! VM's UNKNOWN, not the run's.
+//!
+//! Every invocation names its sockets (or an impossible libvirt URI) and
+//! `--external`, so no case can reach a real libvirt or a real address.
+
+mod common;
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+const EXT: &str = "198.51.100.1";
+const MODES: [&[&str]; 6] = [
+    &["nagios"],
+    &["status", "--json"],
+    &["zabbix"],
+    &["telegraf"],
+    &["discover", "vms"],
+    &["discover", "nics"],
+];
+
+fn run_os(args: &[OsString]) -> Output {
+    let child = Command::new(common::bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run vmnetprobe");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(out) => out.expect("output"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("vmnetprobe {args:?} hung");
+        }
+    }
+}
+
+fn run(args: &[&str]) -> Output {
+    run_os(&args.iter().map(OsString::from).collect::<Vec<_>>())
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A usage error in `mode`: one line in the right place, exit 3, no panic.
+fn assert_usage_error(mode: &[&str], out: &Output, fragment: &str) {
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    let context = format!("{mode:?}: stdout {stdout:?} stderr {stderr:?}");
+    assert_eq!(out.status.code(), Some(3), "{context}");
+    assert!(!stderr.contains("panicked"), "{context}");
+    let (line, other) = if mode == ["nagios"] {
+        (stdout.as_str(), stderr.as_str())
+    } else {
+        (stderr.as_str(), stdout.as_str())
+    };
+    assert!(other.is_empty(), "{context}");
+    assert_eq!(line.lines().count(), 1, "{context}");
+    assert!(line.ends_with('\n'), "{context}");
+    let prefix = if mode == ["nagios"] {
+        "VMNETPROBE UNKNOWN - "
+    } else {
+        "vmnetprobe: "
+    };
+    assert!(line.starts_with(prefix), "{context}");
+    assert!(line.contains(fragment), "{context} lacks {fragment:?}");
+}
+
+/// A socket that cannot exist, so a case that parsed by mistake still
+/// touches nothing real.
+fn safe_target() -> Vec<&'static str> {
+    vec![
+        "--socket",
+        "vm1=/nonexistent/vmnetprobe-test.sock",
+        "--external",
+        EXT,
+        "-t",
+        "2s",
+    ]
+}
+
+#[test]
+fn bad_values_are_one_line_and_exit_3_in_every_mode() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--external", "example.com"],
+            "invalid address for --external",
+        ),
+        (
+            &["--external", "1.2.3.4; reboot"],
+            "invalid address for --external",
+        ),
+        (&["--external=-c 1"], "invalid address for --external"),
+        (&["--external", "224.0.0.1"], "not a unicast address"),
+        (&["--external", "0.0.0.0"], "not a unicast address"),
+        (&["--external", ""], "invalid address for --external"),
+        (&["--gateway", "999.1.1.1"], "invalid address for --gateway"),
+        (
+            &["--gateway", "fe80::1%eth0; reboot"],
+            "invalid address for --gateway",
+        ),
+        (&["-w", "10:5"], "--warning"),
+        (&["-w", "~:x"], "--warning"),
+        (&["-c", "abc"], "--critical"),
+        (&["-c", "@"], "--critical"),
+        (&["-t", "0"], "invalid duration for --timeout"),
+        (&["-t", "abc"], "invalid duration for --timeout"),
+        (&["-t", "2h"], "invalid duration for --timeout"),
+        (&["-t", "NaN"], "invalid duration for --timeout"),
+        (&["-t", "1e400"], "invalid duration for --timeout"),
+        (
+            &["--ping-timeout", "10 parsecs"],
+            "invalid duration for --ping-timeout",
+        ),
+        (
+            &["--ping-timeout=-1"],
+            "invalid duration for --ping-timeout",
+        ),
+        (
+            &["--command-timeout", "18446744073709551616s"],
+            "--command-timeout",
+        ),
+        (&["-j", "0"], "--jobs"),
+        (&["-j", "99999"], "--jobs"),
+        (&["-j", "abc"], "--jobs"),
+        (&["-j", "-1"], "-1"),
+        (&["--agent-down-state", "bad"], "--agent-down-state"),
+        (&["--socket", "nopath"], "expected NAME=PATH"),
+        (&["--socket", "=/tmp/x.sock"], "expected NAME=PATH"),
+        (&["--socket", "vm="], "expected NAME=PATH"),
+        (&["--bogus"], "unexpected argument '--bogus'"),
+        (&["-Z"], "unexpected argument '-Z'"),
+        (&["--connect", "qemu:///system"], "cannot be used with"),
+        (&["--timeout"], "a value is required for '--timeout"),
+    ];
+    for mode in MODES {
+        for (bad, fragment) in cases {
+            let mut args: Vec<&str> = mode.to_vec();
+            // The safe defaults, less the option under test.
+            let safe = safe_target();
+            for pair in safe.chunks(2) {
+                let given = bad.iter().any(|b| {
+                    b.split('=').next() == Some(pair[0])
+                        || (pair[0] == "-t" && b.starts_with("--timeout"))
+                });
+                if !given {
+                    args.extend_from_slice(pair);
+                }
+            }
+            args.extend_from_slice(bad);
+            let out = run(&args);
+            assert_usage_error(mode, &out, fragment);
+        }
+    }
+}
+
+#[test]
+fn non_utf8_arguments_are_refused_cleanly() {
+    for mode in MODES {
+        let mut args: Vec<OsString> = mode.iter().map(OsString::from).collect();
+        args.extend(safe_target().into_iter().map(OsString::from));
+        args.push("--gateway".into());
+        args.push(OsString::from_vec(b"192.0.2.\xff".to_vec()));
+        let out = run_os(&args);
+        assert_usage_error(mode, &out, "invalid UTF-8");
+    }
+}
+
+#[test]
+fn unknown_commands_and_missing_subcommands_exit_3() {
+    for (args, fragment) in [
+        (&["frobnicate"][..], "unrecognized subcommand 'frobnicate'"),
+        (
+            &["discover", "things", "--external", EXT],
+            "invalid value 'things'",
+        ),
+    ] {
+        let out = run(args);
+        assert_usage_error(&["status"], &out, fragment);
+    }
+    // No subcommand at all: usage text, exit 3, nothing probed.
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stdout).contains("Usage:") || text(&out.stderr).contains("Usage:"));
+    assert!(!text(&out.stderr).contains("panicked"));
+}
+
+/// The run cannot list VMs: each format says so its own way.
+fn assert_fatal(args_tail: &[&str], fragment: &str) {
+    for mode in MODES {
+        let mut args: Vec<&str> = mode.to_vec();
+        args.extend_from_slice(args_tail);
+        args.extend_from_slice(&["--external", EXT, "-t", "2s"]);
+        let out = run(&args);
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        let context = format!("{mode:?}: stdout {stdout:?} stderr {stderr:?}");
+        assert!(stderr.is_empty(), "{context}");
+        assert!(stdout.contains(fragment), "{context}");
+        match mode[0] {
+            "nagios" => {
+                assert_eq!(out.status.code(), Some(3), "{context}");
+                assert_eq!(stdout.lines().count(), 1, "{context}");
+                assert!(stdout.starts_with("VMNETPROBE UNKNOWN - "), "{context}");
+            }
+            "telegraf" => {
+                // Telegraf drops the batch of a failed command: the error is data.
+                assert_eq!(out.status.code(), Some(0), "{context}");
+                assert!(stdout.starts_with("vmnetprobe_run "), "{context}");
+                assert!(stdout.contains("error=\""), "{context}");
+            }
+            _ => {
+                assert_eq!(out.status.code(), Some(3), "{context}");
+                let doc: serde_json::Value =
+                    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {context}"));
+                assert!(doc["error"].is_string(), "{context}");
+            }
+        }
+    }
+}
+
+#[test]
+fn unknown_domain_is_fatal_in_every_format() {
+    assert_fatal(
+        &["--socket", "vm1=/nonexistent/x.sock", "-d", "nope"],
+        "unknown VM 'nope'",
+    );
+}
+
+#[test]
+fn missing_socket_directory_is_fatal_in_every_format() {
+    assert_fatal(
+        &["--socket-glob", "/nonexistent/vmnetprobe/*.qga"],
+        "cannot read /nonexistent/vmnetprobe",
+    );
+}
+
+#[test]
+fn socket_glob_with_a_wildcard_directory_is_a_usage_error_in_every_format() {
+    for mode in MODES {
+        let mut args: Vec<&str> = mode.to_vec();
+        args.extend_from_slice(&["--socket-glob", "/tmp/*/x.qga", "--external", EXT]);
+        let out = run(&args);
+        assert_usage_error(mode, &out, "wildcards are only supported in the file name");
+    }
+}
+
+#[test]
+fn unreachable_libvirt_is_fatal_in_every_format() {
+    if !cfg!(feature = "libvirt") {
+        return;
+    }
+    // No driver has this scheme: libvirt refuses at once, nothing is contacted.
+    assert_fatal(
+        &["--connect", "vmnetprobe-no-such-driver:///x"],
+        "vmnetprobe-no-such-driver:///x",
+    );
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vmnp-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// A unix socket nobody answers on (bound, never accepted).
+fn dead_socket(path: &Path) -> std::os::unix::net::UnixListener {
+    std::os::unix::net::UnixListener::bind(path).expect("bind")
+}
+
+#[test]
+fn bad_sockets_are_that_vms_unknown_not_the_runs() {
+    let dir = temp_dir("sockets");
+    let file = dir.join("plain-file");
+    std::fs::write(&file, "not a socket").expect("write");
+    let vanished = dir.join("vanished.sock");
+    drop(dead_socket(&vanished));
+    std::fs::remove_file(&vanished).expect("rm");
+    let closed = dir.join("closed.sock");
+    drop(dead_socket(&closed)); // the file stays, nobody listens
+    let specs = [
+        format!("a-missing={}", dir.join("missing.sock").display()),
+        format!("b-file={}", file.display()),
+        format!("c-dir={}", dir.display()),
+        format!("d-closed={}", closed.display()),
+    ];
+    let mut args = vec!["status", "--json", "--external", EXT, "-t", "3s"];
+    for s in &specs {
+        args.extend_from_slice(&["--socket", s]);
+    }
+    let out = run(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    for (name, fragment) in [
+        ("a-missing", "no such socket"),
+        ("b-file", "no agent listening"),
+        ("c-dir", "cannot open guest agent socket"),
+        ("d-closed", "no agent listening"),
+    ] {
+        let vm = common::vm(&doc, name);
+        assert_eq!(vm["state"], "UNKNOWN", "{vm}");
+        assert_eq!(vm["code"], "agent_unreachable", "{vm}");
+        assert!(
+            vm["reason"].as_str().unwrap_or_default().contains(fragment),
+            "{vm}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| text(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Runs vmnetprobe as `nobody`: root can open any socket, so permission
+/// errors only show for an unprivileged user.
+fn run_as_nobody(args: &[&str]) -> Output {
+    let mut full = vec![
+        "--reuid=65534".to_string(),
+        "--regid=65534".to_string(),
+        "--clear-groups".to_string(),
+        common::bin().display().to_string(),
+    ];
+    full.extend(args.iter().map(|a| a.to_string()));
+    let child = Command::new("setpriv")
+        .args(&full)
+        .env("HOME", "/nonexistent")
+        .env_remove("XDG_CACHE_HOME")
+        .stdin(Stdio::null())
+        .output()
+        .expect("setpriv");
+    child
+}
+
+#[test]
+fn unreadable_sockets_and_directories_say_permission_denied() {
+    if !is_root() || Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("skipped: needs root and setpriv to run as nobody");
+        return;
+    }
+    let dir = temp_dir("perm");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let sock = dir.join("root-only.sock");
+    let _listener = dead_socket(&sock);
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let spec = format!("vm1={}", sock.display());
+    let out = run_as_nobody(&[
+        "status",
+        "--json",
+        "--socket",
+        &spec,
+        "--external",
+        EXT,
+        "-t",
+        "2s",
+    ]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {} {}", text(&out.stdout), text(&out.stderr)));
+    let vm = common::vm(&doc, "vm1");
+    assert_eq!(vm["state"], "UNKNOWN", "{vm}");
+    assert_eq!(vm["code"], "permission_denied", "{vm}");
+    assert!(
+        vm["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&sock.display().to_string()),
+        "{vm}"
+    );
+    let out = run_as_nobody(&["nagios", "--socket", &spec, "--external", EXT, "-t", "2s"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("permission denied"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // A socket directory nobody may list: the run cannot know its VMs.
+    let private = dir.join("private");
+    std::fs::create_dir(&private).expect("mkdir");
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let glob = format!("{}/*.qga", private.display());
+    let out = run_as_nobody(&[
+        "nagios",
+        "--socket-glob",
+        &glob,
+        "--external",
+        EXT,
+        "-t",
+        "2s",
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(
+        stdout.starts_with("VMNETPROBE UNKNOWN - cannot read")
+            && stdout.contains("ermission denied"),
+        "{stdout}"
+    );
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}
