@@ -79,12 +79,10 @@ impl NicProbe {
             .unwrap_or_default()
     }
 
-    /// The guest's interface name when known, else the host's tap device.
+    /// The guest's interface name. Never the host's tap device: a name that
+    /// changed when the agent came up would rename monitoring items.
     fn name(&self) -> Option<String> {
-        self.guest
-            .as_ref()
-            .map(|g| g.name.clone())
-            .or_else(|| self.config.as_ref().and_then(|c| c.host_dev.clone()))
+        self.guest.as_ref().map(|g| g.name.clone())
     }
 }
 
