@@ -124,6 +124,13 @@ pub struct LibvirtInventory {
     uri: String,
 }
 
+fn is_no_domain(e: &virt::error::Error) -> bool {
+    matches!(
+        e.code(),
+        virt::enumutil::Enum::Known(virt::error::ErrorNumber::NoDomain)
+    )
+}
+
 fn libvirt_message(e: &virt::error::Error) -> String {
     one_line(e.message(), 300)
 }
@@ -180,10 +187,14 @@ impl LibvirtInventory {
             ))
         })?;
         let uuid = domain.uuid_string().ok();
-        let running = matches!(
-            domain.state().map(|(s, _)| s),
-            Ok(virt::enumutil::Enum::Known(DomainState::Running))
-        );
+        // Only libvirt saying so makes a VM "not running": a state it could
+        // not read (libvirtd going away) is left to the agent call, which
+        // then reports the host error as UNKNOWN, never a false CRITICAL.
+        let running = match domain.state() {
+            Ok((virt::enumutil::Enum::Known(state), _)) => state == DomainState::Running,
+            Ok((virt::enumutil::Enum::Unknown(_), _)) => true,
+            Err(e) => !is_no_domain(&e),
+        };
         // A domain that vanished between listing and reading is "not running".
         let parsed = domain
             .xml_desc(0)

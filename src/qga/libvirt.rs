@@ -18,6 +18,14 @@ impl LibvirtTransport {
     pub fn new(domain: Arc<Domain>) -> Self {
         LibvirtTransport { domain }
     }
+
+    /// False only when libvirt says the domain is gone or stopped.
+    fn domain_is_active(&self) -> bool {
+        match self.domain.is_active() {
+            Ok(active) => active,
+            Err(e) => !matches!(e.code(), virt::enumutil::Enum::Known(ErrorNumber::NoDomain)),
+        }
+    }
 }
 
 const AGENT_ERROR_PREFIX: &str = "unable to execute QEMU agent command '";
@@ -83,7 +91,12 @@ impl AgentTransport for LibvirtTransport {
         let reply = self
             .domain
             .qemu_agent_command(&request.to_string(), seconds, 0)
-            .map_err(|e| map_error(command, &e))?;
+            .map_err(|e| match map_error(command, &e) {
+                // libvirt says "not responding" also when the VM went away
+                // mid-command; ask libvirt (not the message) which it was.
+                AgentError::Timeout { .. } if !self.domain_is_active() => AgentError::NotRunning,
+                other => other,
+            })?;
         if reply.len() > super::socket::MAX_REPLY_BYTES {
             return Err(AgentError::Protocol(format!(
                 "reply to {command} is too large"

@@ -10,6 +10,12 @@
 #   tests/lab/lab.sh restore   remove that drop
 #   tests/lab/lab.sh status    domains, agent state, boot times
 #   tests/lab/lab.sh exec DOMAIN CMD [ARG...]   run CMD in a guest via guest-exec, print its output
+#   tests/lab/lab.sh libvirtd-stop [TERM|KILL]  stop the lab's libvirtd by its recorded PID
+#                              (guests keep running; default TERM)
+#   tests/lab/lab.sh libvirtd-start             start it again the way `up` does, wait until it answers
+#   tests/lab/lab.sh destroy SLUG|NAME          virsh destroy one lab guest
+#   tests/lab/lab.sh start SLUG                 create that guest again (same XML and overlay), wait
+#                              until it is ready (bounded by VMNETPROBE_LAB_WAIT)
 #
 # Environment: VMNETPROBE_LAB_CACHE (image cache, default /var/cache/vmnetprobe-lab),
 # VMNETPROBE_LAB_STATE (runtime state, default /run/vmnetprobe-lab),
@@ -206,6 +212,10 @@ dynamic_ownership = 0
 remember_owner = 0
 security_driver = "none"
 C
+    start_libvirtd
+}
+
+start_libvirtd() { # libvirtd in $ns with the private qemu.conf; waits until it answers
     # shellcheck disable=SC2016
     LIBVIRT_LOG_OUTPUTS="${VMNETPROBE_LAB_LIBVIRT_LOG:-3}:file:$state/logs/libvirtd.log" \
         ip netns exec "$ns" unshare --mount --propagation slave /bin/sh -c \
@@ -459,6 +469,64 @@ cmd_exec() {
     echo "[exit ${code:-?}]" >&2
 }
 
+# ---------------------------------------------------------------- faults (tests/lab_faults.rs)
+cmd_libvirtd_stop() {
+    sig=${1:-TERM}
+    case $sig in TERM | KILL) ;; *) die "usage: lab.sh libvirtd-stop [TERM|KILL]" ;; esac
+    [ -f "$state/up-complete" ] || die "lab is not up"
+    lv=$(pid_alive "$state/libvirtd.pid" libvirtd) || die "no lab libvirtd running"
+    log "libvirtd-stop: SIG$sig to libvirtd (pid $lv); guests keep running"
+    if [ "$sig" = KILL ]; then
+        kill -KILL "$lv" 2>/dev/null || true
+        i=0
+        while [ -d "/proc/$lv" ] && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    else
+        stop_pid "$lv"
+    fi
+    [ ! -d "/proc/$lv" ] || die "libvirtd $lv did not stop"
+}
+cmd_libvirtd_start() {
+    [ -f "$state/up-complete" ] || die "lab is not up"
+    ns_exists "$ns" || die "netns $ns missing"
+    lv=$(pid_alive "$state/libvirtd.pid" libvirtd || true)
+    [ -z "$lv" ] || die "libvirtd already running (pid $lv)"
+    t0=$(now)
+    start_libvirtd
+    log "libvirtd-start: answering again after $(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }') s"
+}
+guest_line() { # SLUG|NAME -> the guests() line
+    guests | awk -F'|' -v k="$1" '$1 == k || $2 == k' | head -n 1
+}
+cmd_destroy() {
+    [ $# = 1 ] || die "usage: lab.sh destroy SLUG|NAME"
+    line=$(guest_line "$1")
+    [ -n "$line" ] || die "no lab guest $1"
+    IFS='|' read -r _ name _ _ _ _ <<<"$line"
+    virsh_ destroy "$name" >/dev/null
+    log "destroy: '$name' destroyed"
+}
+cmd_start() {
+    [ $# = 1 ] || die "usage: lab.sh start SLUG"
+    [ -f "$state/up-complete" ] || die "lab is not up"
+    line=$(guest_line "$1")
+    [ -n "$line" ] || die "no lab guest $1"
+    IFS='|' read -r slug name _ _ _ _ <<<"$line"
+    [ -f "$state/guests/$slug.xml" ] || die "no domain XML for $slug"
+    if virsh_ domstate "$name" 2>/dev/null | grep -q running; then die "'$name' is running"; fi
+    : >"$state/guests/$slug.serial.log"
+    now >"$state/guests/$slug.t0"
+    virsh_ create "$state/guests/$slug.xml" >/dev/null || die "virsh create $name failed"
+    log "start: '$name' created again, waiting for it"
+    printf '%s\n' "$line" >"$state/.guests"
+    cp "$state/boot-times" "$state/.boot-times.all" 2>/dev/null || : >"$state/.boot-times.all"
+    wait_guests
+    grep -v "^$slug|" "$state/.boot-times.all" >"$state/.boot-times.new" || true
+    cat "$state/boot-times" >>"$state/.boot-times.new"
+    mv "$state/.boot-times.new" "$state/boot-times"
+    rm -f "$state/.boot-times.all"
+    guests >"$state/.guests"
+}
+
 case ${1:-} in
     deps) cmd_deps ;;
     image) cmd_deps; "$here/build-image.sh" ;;
@@ -468,5 +536,9 @@ case ${1:-} in
     restore) cmd_restore ;;
     status) cmd_status ;;
     exec) shift; cmd_exec "$@" ;;
-    *) sed -n '2,20p' "$0" >&2; exit 2 ;;
+    libvirtd-stop) shift; cmd_libvirtd_stop "$@" ;;
+    libvirtd-start) cmd_libvirtd_start ;;
+    destroy) shift; cmd_destroy "$@" ;;
+    start) shift; cmd_start "$@" ;;
+    *) sed -n '2,26p' "$0" >&2; exit 2 ;;
 esac
