@@ -303,8 +303,9 @@ fn destroy_mid_probe(lab: &Lab) {
         }
         // The destroyed VM: a clear reason, at once (not the run's deadline).
         // libvirt reports "agent not responding" when the VM goes away mid-command;
-        // vmnetprobe asks libvirt whether the domain is still active.
-        let clear = ["vm_not_running"];
+        // vmnetprobe then asks libvirt whether the domain is still active. The destroy
+        // may not have completed at that instant, so both answers are legitimate.
+        let clear = ["vm_not_running", "agent_timeout"];
         let state_ok = matches!(vm["state"].as_str(), Some("UNKNOWN" | "CRITICAL"));
         let code_ok = clear.iter().any(|c| vm["code"].as_str() == Some(c));
         if !state_ok || !code_ok {
