@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # vmnetprobe demo: a real qemu-guest-agent on a unix socket inside a network
 # namespace (no VM needed), probed in every output mode. Run as root on
-# Debian 12:   sudo bash examples/demo.sh
+# Debian 12:   bash examples/demo.sh
 #
 # The "guest" namespace gets 192.0.2.10/24 with a default route via a
 # "router" namespace (192.0.2.1) that also holds the "internet" host

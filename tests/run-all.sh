@@ -2,7 +2,7 @@
 # The README's test command: sets up everything on a fresh Debian 12 machine
 # (as root) and runs every test, real parts included: qemu-ga in network
 # namespaces, the monitoring consumers, and libvirt guests (tests/lab).
-#   sudo bash tests/run-all.sh
+#   bash tests/run-all.sh      (as root)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
