@@ -14,10 +14,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vmnetprobe::cache::{FactBook, FactUpdate, VmStore};
-use vmnetprobe::inventory::{AgentConnector, ChannelState, VmTarget};
+use vmnetprobe::inventory::fake::OneShotConnector;
+use vmnetprobe::inventory::{ChannelState, VmTarget};
 use vmnetprobe::probe::{probe_vm, ProbeConfig};
 use vmnetprobe::qga::fake::FakeTransport;
-use vmnetprobe::qga::{AgentError, AgentTransport};
+use vmnetprobe::qga::AgentError;
 use vmnetprobe::report::{GuestOs, VmReport};
 use vmnetprobe::state::ServiceState;
 
@@ -26,17 +27,6 @@ use vmnetprobe::state::ServiceState;
 // ---------------------------------------------------------------------
 
 const MAC: &str = "52:54:00:aa:bb:01";
-
-struct OneShot(Mutex<Option<FakeTransport>>);
-
-impl AgentConnector for OneShot {
-    fn connect(&self, _timeout: Duration) -> Result<Box<dyn AgentTransport>, AgentError> {
-        match self.0.lock().ok().and_then(|mut t| t.take()) {
-            Some(t) => Ok(Box::new(t)),
-            None => Err(AgentError::Connect("already used".into())),
-        }
-    }
-}
 
 fn b64(text: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(text)
@@ -128,7 +118,7 @@ fn run(
         running: true,
         channel: ChannelState::Connected,
         nics: Vec::new(),
-        connector: Box::new(OneShot(Mutex::new(Some(transport)))),
+        connector: Box::new(OneShotConnector::new(transport)),
     };
     let book = Arc::new(FactBook::new(BTreeMap::new(), known.clone()));
     let cfg = ProbeConfig {

@@ -1,6 +1,7 @@
 //! Which VMs to probe and what the host knows about them: name, UUID, NICs
 //! (from the libvirt domain XML), the agent channel, and how to reach the agent.
 
+pub mod fake;
 #[cfg(feature = "libvirt")]
 pub mod libvirt;
 pub mod socket;

@@ -2,6 +2,7 @@
 //! agent silent, ping failing, no gateway, and libvirt-side NIC facts.
 
 use super::*;
+use crate::inventory::fake::OneShotConnector;
 use crate::inventory::{AgentConnector, ChannelState, NicConfig, VmTarget};
 use crate::qga::fake::{CallLog, FakeTransport};
 use crate::qga::{AgentError, AgentTransport};
@@ -10,18 +11,6 @@ use serde_json::{json, Value};
 use std::sync::Mutex;
 
 const MAC: &str = "52:54:00:aa:bb:01";
-
-/// Hands out one prepared transport; a second connect fails.
-struct OneShot(Mutex<Option<FakeTransport>>);
-
-impl AgentConnector for OneShot {
-    fn connect(&self, _timeout: Duration) -> Result<Box<dyn AgentTransport>, AgentError> {
-        match self.0.lock().ok().and_then(|mut t| t.take()) {
-            Some(t) => Ok(Box::new(t)),
-            None => Err(AgentError::Connect("already used".into())),
-        }
-    }
-}
 
 fn b64(text: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(text)
@@ -122,7 +111,7 @@ fn target_with(transport: FakeTransport, nics: Vec<NicConfig>) -> VmTarget {
         running: true,
         channel: ChannelState::Connected,
         nics,
-        connector: Box::new(OneShot(Mutex::new(Some(transport)))),
+        connector: Box::new(OneShotConnector::new(transport)),
     }
 }
 
