@@ -14,11 +14,14 @@
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+mod lab_support;
+
+use lab_support::{lab, lab_script, parse_line, read_manifest, s, LabGuard, Line};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vmnetprobe");
 
@@ -29,48 +32,18 @@ const BIN: &str = env!("CARGO_BIN_EXE_vmnetprobe");
 /// `false` makes every batch that shows it fail the test.
 const TOLERATE_FALSE_VM_NOT_RUNNING: bool = false;
 
-fn lab_script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/lab/lab.sh")
-}
-
-fn state_dir() -> PathBuf {
-    PathBuf::from(
-        std::env::var("VMNETPROBE_LAB_STATE").unwrap_or_else(|_| "/run/vmnetprobe-lab".into()),
-    )
-}
-
 fn log(msg: impl AsRef<str>) {
     eprintln!("[lab_faults] {}", msg.as_ref());
 }
 
-fn lab(args: &[&str]) -> bool {
-    log(format!("tests/lab/lab.sh {}", args.join(" ")));
-    match Command::new("bash").arg(lab_script()).args(args).status() {
-        Ok(s) => s.success(),
-        Err(e) => panic!("cannot run bash {}: {e}", lab_script().display()),
-    }
-}
+const TAG: &str = "lab_faults";
 
 fn lab_ok(args: &[&str]) {
     assert!(
-        lab(args),
+        lab(TAG, args),
         "tests/lab/lab.sh {} failed (see its output above)",
         args.join(" ")
     );
-}
-
-/// Tears the lab down when the test ends, passes or panics.
-struct LabGuard;
-impl Drop for LabGuard {
-    fn drop(&mut self) {
-        if std::env::var("VMNETPROBE_LAB_KEEP").as_deref() == Ok("1") {
-            log("VMNETPROBE_LAB_KEEP=1: leaving the lab up (tests/lab/lab.sh down)");
-            return;
-        }
-        if !lab(&["down"]) {
-            log("WARNING: tests/lab/lab.sh down failed");
-        }
-    }
 }
 
 /// Kills a child process still running when the test unwinds.
@@ -97,17 +70,8 @@ struct Lab {
     guests: Vec<Guest>,
 }
 
-fn s(v: &Value) -> String {
-    v.as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| v.to_string())
-}
-
-fn read_manifest() -> Lab {
-    let path = state_dir().join("manifest.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let m: Value =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}\n{text}", path.display()));
+fn lab_from_manifest() -> Lab {
+    let m = read_manifest();
     Lab {
         internet: s(&m["internet"]),
         ext_net: s(&m["external_network"]),
@@ -354,78 +318,6 @@ fn destroy_mid_probe(lab: &Lab) {
 }
 
 // ------------------------------------------------------------------ (b) libvirtd restart
-
-/// One InfluxDB line: measurement, tags, fields (raw values).
-struct Line {
-    measurement: String,
-    tags: Vec<(String, String)>,
-    fields: Vec<(String, String)>,
-}
-
-impl Line {
-    fn tag(&self, k: &str) -> Option<&str> {
-        self.tags
-            .iter()
-            .find(|(a, _)| a == k)
-            .map(|(_, v)| v.as_str())
-    }
-    fn field(&self, k: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(a, _)| a == k)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Splits at unescaped `sep` outside double quotes; `unescape` drops the backslashes.
-fn split_lp(s: &str, sep: char, unescape: bool) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let (mut esc, mut quoted) = (false, false);
-    for ch in s.chars() {
-        if esc {
-            if !unescape {
-                cur.push('\\');
-            }
-            cur.push(ch);
-            esc = false;
-        } else if ch == '\\' && !quoted {
-            esc = true;
-        } else if ch == '\\' {
-            cur.push(ch);
-            esc = false;
-        } else if ch == '"' {
-            quoted = !quoted;
-            cur.push(ch);
-        } else if ch == sep && !quoted {
-            out.push(std::mem::take(&mut cur));
-        } else {
-            cur.push(ch);
-        }
-    }
-    out.push(cur);
-    out
-}
-
-fn parse_line(line: &str) -> Option<Line> {
-    let parts = split_lp(line, ' ', false);
-    if parts.len() != 3 || !parts[2].bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let kv = |x: &String| -> Option<(String, String)> {
-        let i = x.find('=')?;
-        Some((x[..i].to_string(), x[i + 1..].to_string()))
-    };
-    let key = split_lp(&parts[0], ',', true);
-    Some(Line {
-        measurement: key[0].clone(),
-        tags: key[1..].iter().map(kv).collect::<Option<_>>()?,
-        fields: split_lp(&parts[1], ',', false)
-            .iter()
-            .map(kv)
-            .collect::<Option<_>>()?,
-    })
-}
 
 struct Batch {
     index: usize,
@@ -790,10 +682,10 @@ fn lab_libvirt_faults() {
     assert!(lab_script().is_file(), "{} missing", lab_script().display());
 
     let t0 = Instant::now();
-    let _guard = LabGuard;
+    let _guard = LabGuard(TAG);
     lab_ok(&["up"]);
     log(format!("lab up in {:.0}s", t0.elapsed().as_secs_f64()));
-    let lab = read_manifest();
+    let lab = lab_from_manifest();
     assert_eq!(lab.guests.len(), 6, "lab manifest must list 6 guests");
 
     // baseline: every guest as expected before any fault

@@ -12,46 +12,20 @@
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+mod lab_support;
+
+use lab_support::{lab, lab_script, parse_line, read_manifest, s, LabGuard, Line};
+
 const BIN: &str = env!("CARGO_BIN_EXE_vmnetprobe");
 
-fn lab_script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/lab/lab.sh")
-}
-
-fn state_dir() -> PathBuf {
-    PathBuf::from(
-        std::env::var("VMNETPROBE_LAB_STATE").unwrap_or_else(|_| "/run/vmnetprobe-lab".into()),
-    )
-}
+const TAG: &str = "lab_libvirt";
 
 fn lab_cmd(cmd: &str) -> bool {
-    eprintln!("[lab_libvirt] tests/lab/lab.sh {cmd}");
-    // stdout/stderr inherited: the lab's progress lands in the CI log.
-    match Command::new("bash").arg(lab_script()).arg(cmd).status() {
-        Ok(s) => s.success(),
-        Err(e) => panic!("cannot run bash {}: {e}", lab_script().display()),
-    }
-}
-
-/// Tears the lab down when the test ends, passes or panics.
-struct LabGuard;
-impl Drop for LabGuard {
-    fn drop(&mut self) {
-        if std::env::var("VMNETPROBE_LAB_KEEP").as_deref() == Ok("1") {
-            eprintln!(
-                "[lab_libvirt] VMNETPROBE_LAB_KEEP=1: leaving the lab up (tests/lab/lab.sh down)"
-            );
-            return;
-        }
-        if !lab_cmd("down") {
-            eprintln!("[lab_libvirt] WARNING: tests/lab/lab.sh down failed");
-        }
-    }
+    lab(TAG, &[cmd])
 }
 
 #[derive(Debug, Clone)]
@@ -76,17 +50,8 @@ struct Lab {
     guests: Vec<Guest>,
 }
 
-fn s(v: &Value) -> String {
-    v.as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| v.to_string())
-}
-
-fn read_manifest() -> Lab {
-    let path = state_dir().join("manifest.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let m: Value =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}\n{text}", path.display()));
+fn lab_from_manifest() -> Lab {
+    let m = read_manifest();
     let guests = m["guests"]
         .as_array()
         .expect("manifest guests")
@@ -592,87 +557,6 @@ fn check_discovery(lab: &Lab, status: &Value) {
     errs.finish(&r.what, &r.stdout);
 }
 
-/// One line of InfluxDB line protocol: measurement, tags, fields (raw values).
-struct Line {
-    measurement: String,
-    tags: Vec<(String, String)>,
-    fields: Vec<(String, String)>,
-}
-
-impl Line {
-    fn tag(&self, k: &str) -> Option<&str> {
-        self.tags
-            .iter()
-            .find(|(a, _)| a == k)
-            .map(|(_, v)| v.as_str())
-    }
-    fn field(&self, k: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(a, _)| a == k)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-fn parse_line(line: &str) -> Option<Line> {
-    // split at unescaped spaces outside quotes: key part, field part, timestamp
-    let mut parts = Vec::new();
-    let mut cur = String::new();
-    let (mut esc, mut quoted) = (false, false);
-    for ch in line.chars() {
-        if esc {
-            cur.push('\\');
-            cur.push(ch);
-            esc = false;
-        } else if ch == '\\' {
-            esc = true;
-        } else if ch == '"' {
-            quoted = !quoted;
-            cur.push(ch);
-        } else if ch == ' ' && !quoted {
-            parts.push(std::mem::take(&mut cur));
-        } else {
-            cur.push(ch);
-        }
-    }
-    parts.push(cur);
-    if parts.len() < 2 {
-        return None;
-    }
-    let split = |s: &str, sep: char| -> Vec<String> {
-        let mut out = Vec::new();
-        let mut cur = String::new();
-        let (mut esc, mut quoted) = (false, false);
-        for ch in s.chars() {
-            if esc {
-                cur.push(ch);
-                esc = false;
-            } else if ch == '\\' && !quoted {
-                esc = true;
-            } else if ch == '"' {
-                quoted = !quoted;
-                cur.push(ch);
-            } else if ch == sep && !quoted {
-                out.push(std::mem::take(&mut cur));
-            } else {
-                cur.push(ch);
-            }
-        }
-        out.push(cur);
-        out
-    };
-    let key = split(&parts[0], ',');
-    let kv = |x: &String| -> (String, String) {
-        let i = x.find('=').unwrap_or(x.len());
-        (x[..i].to_string(), x.get(i + 1..).unwrap_or("").to_string())
-    };
-    Some(Line {
-        measurement: key[0].clone(),
-        tags: key[1..].iter().map(kv).collect(),
-        fields: split(&parts[1], ',').iter().map(kv).collect(),
-    })
-}
-
 fn check_telegraf_batch(lab: &Lab, lines: &[Line], phase: Phase, errs: &mut Errors) {
     let vm_lines: Vec<&Line> = lines
         .iter()
@@ -916,13 +800,13 @@ fn lab_libvirt_end_to_end() {
     assert!(lab_script().is_file(), "{} missing", lab_script().display());
 
     let t0 = Instant::now();
-    let _guard = LabGuard;
+    let _guard = LabGuard(TAG);
     assert!(
         lab_cmd("up"),
         "tests/lab/lab.sh up failed (see its output above)"
     );
     eprintln!("[lab_libvirt] lab up in {:.0}s", t0.elapsed().as_secs_f64());
-    let lab = read_manifest();
+    let lab = lab_from_manifest();
     assert_eq!(lab.guests.len(), 6, "lab manifest must list 6 guests");
     for slug in ["a", "b", "c", "d", "e", "f"] {
         let _ = lab.guest(slug);

@@ -1,0 +1,145 @@
+//! What both libvirt-lab tests share: driving `tests/lab/lab.sh`, tearing the
+//! lab down on drop, reading its manifest, and splitting line protocol into
+//! raw tag and field values.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Command;
+
+pub fn lab_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/lab/lab.sh")
+}
+
+pub fn state_dir() -> PathBuf {
+    PathBuf::from(
+        std::env::var("VMNETPROBE_LAB_STATE").unwrap_or_else(|_| "/run/vmnetprobe-lab".into()),
+    )
+}
+
+/// Runs `lab.sh ARGS`, its output inherited so the lab's progress lands in
+/// the CI log; `tag` prefixes this test's own log line.
+pub fn lab(tag: &str, args: &[&str]) -> bool {
+    eprintln!("[{tag}] tests/lab/lab.sh {}", args.join(" "));
+    match Command::new("bash").arg(lab_script()).args(args).status() {
+        Ok(s) => s.success(),
+        Err(e) => panic!("cannot run bash {}: {e}", lab_script().display()),
+    }
+}
+
+/// Tears the lab down when the test ends, passes or panics
+/// (`VMNETPROBE_LAB_KEEP=1` leaves it up for debugging).
+pub struct LabGuard(pub &'static str);
+
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        let tag = self.0;
+        if std::env::var("VMNETPROBE_LAB_KEEP").as_deref() == Ok("1") {
+            eprintln!("[{tag}] VMNETPROBE_LAB_KEEP=1: leaving the lab up (tests/lab/lab.sh down)");
+            return;
+        }
+        if !lab(tag, &["down"]) {
+            eprintln!("[{tag}] WARNING: tests/lab/lab.sh down failed");
+        }
+    }
+}
+
+/// A JSON value as text: strings without their quotes.
+pub fn s(v: &Value) -> String {
+    v.as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| v.to_string())
+}
+
+/// The manifest `lab.sh up` writes (internet host, networks, guests).
+pub fn read_manifest() -> Value {
+    let path = state_dir().join("manifest.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}\n{text}", path.display()))
+}
+
+/// One line of InfluxDB line protocol: measurement and unescaped tags, and
+/// fields with their raw values (`0i`, `true`, `"quoted"`).
+pub struct Line {
+    pub measurement: String,
+    pub tags: Vec<(String, String)>,
+    pub fields: Vec<(String, String)>,
+}
+
+impl Line {
+    pub fn tag(&self, k: &str) -> Option<&str> {
+        self.tags
+            .iter()
+            .find(|(a, _)| a == k)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn field(&self, k: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(a, _)| a == k)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Splits at `sep` when it is neither escaped nor inside a quoted string.
+/// Inside quotes a backslash and what it escapes stay as they are; outside,
+/// `unescape` drops the backslash.
+fn split_lp(s: &str, sep: char, unescape: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let (mut esc, mut quoted) = (false, false);
+    for ch in s.chars() {
+        if esc {
+            if quoted || !unescape {
+                cur.push('\\');
+            }
+            cur.push(ch);
+            esc = false;
+        } else if ch == '\\' {
+            esc = true;
+        } else if ch == '"' {
+            quoted = !quoted;
+            cur.push(ch);
+        } else if ch == sep && !quoted {
+            out.push(std::mem::take(&mut cur));
+        } else {
+            cur.push(ch);
+        }
+    }
+    out.push(cur);
+    out
+}
+
+/// Parses `measurement,tags fields timestamp`; `None` for anything else.
+pub fn parse_line(line: &str) -> Option<Line> {
+    let parts = split_lp(line, ' ', false);
+    if parts.len() != 3 || !parts[2].bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let kv = |x: &String| -> Option<(String, String)> {
+        let i = x.find('=')?;
+        Some((x[..i].to_string(), x[i + 1..].to_string()))
+    };
+    let key = split_lp(&parts[0], ',', true);
+    Some(Line {
+        measurement: key[0].clone(),
+        tags: key[1..].iter().map(kv).collect::<Option<_>>()?,
+        fields: split_lp(&parts[1], ',', false)
+            .iter()
+            .map(kv)
+            .collect::<Option<_>>()?,
+    })
+}
+
+#[test]
+fn line_protocol_split_keeps_quoted_escapes_and_unescapes_tags() {
+    let line = r#"vmnetprobe_vm,os=linux,vm=web\ 01\,x\=y state_code=2i,reason="gw \"a b\" C:\\x, y",ok=true 17"#;
+    let l = parse_line(line).expect("parses");
+    assert_eq!(l.measurement, "vmnetprobe_vm");
+    assert_eq!(l.tag("vm"), Some("web 01,x=y"));
+    assert_eq!(l.field("state_code"), Some("2i"));
+    assert_eq!(l.field("reason"), Some(r#""gw \"a b\" C:\\x, y""#));
+    assert_eq!(l.field("ok"), Some("true"));
+    assert!(parse_line("m f=1").is_none(), "timestamp required");
+}
