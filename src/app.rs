@@ -4,7 +4,7 @@
 use crate::cache::{self, FactBook, FactUpdate, StoredResult, VmStore};
 use crate::cli::{Command, DiscoverWhat};
 use crate::config::{Config, ConfigError, Source};
-use crate::inventory::socket::{expand_glob, SocketInventory};
+use crate::inventory::socket::SocketInventory;
 use crate::inventory::{Inventory, InventoryError, VmTarget};
 use crate::output::{self, Rendered};
 use crate::probe::runner::probe_all;
@@ -13,7 +13,7 @@ use crate::statedir::StateDir;
 use crate::{boot, debounce};
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -108,28 +108,13 @@ fn shared_result(dir: &StateDir, file: &str, key: &str, min_interval: Duration) 
     Some(report)
 }
 
-/// Socket paths by VM name (socket mode), for state keys and start times.
-fn socket_paths(source: &Source) -> BTreeMap<String, PathBuf> {
-    let Source::Sockets { named, globs } = source else {
-        return BTreeMap::new();
-    };
-    let mut paths: BTreeMap<String, PathBuf> = BTreeMap::new();
-    for pattern in globs {
-        for (name, path) in expand_glob(pattern).unwrap_or_default() {
-            paths.insert(name, path);
-        }
-    }
-    paths.extend(named.iter().cloned());
-    paths
-}
-
 /// When the VM called `name` started, as far as the host can tell.
-fn vm_started_ms(source: &Source, name: &str, socket: Option<&PathBuf>) -> Option<u64> {
+fn vm_started_ms(source: &Source, name: &str, socket: Option<&Path>) -> Option<u64> {
     match source {
         Source::Libvirt { uri } => {
             boot::libvirt_pid_file(uri, name).and_then(|f| boot::libvirt_started_ms(&f))
         }
-        Source::Sockets { .. } => socket.and_then(|p| boot::socket_started_ms(p)),
+        Source::Sockets { .. } => socket.and_then(boot::socket_started_ms),
     }
 }
 
@@ -172,16 +157,11 @@ fn probe_run(config: &Config, started: Instant) -> Report {
 /// Probes `targets` with what earlier runs learned, then applies boot
 /// grace and debounce and stores what this run learned.
 fn probe_with_memory(config: &Config, targets: Vec<VmTarget>, deadline: Instant) -> Vec<VmReport> {
-    let sockets = socket_paths(&config.source);
     let mut keys: BTreeMap<String, String> = BTreeMap::new();
     let mut starts: BTreeMap<String, Option<u64>> = BTreeMap::new();
     for target in &targets {
-        let socket = sockets.get(&target.name);
-        let key = cache::vm_key(
-            &target.name,
-            target.uuid.as_deref(),
-            socket.map(PathBuf::as_path),
-        );
+        let socket = target.socket.as_deref();
+        let key = cache::vm_key(&target.name, target.uuid.as_deref(), socket);
         starts.insert(
             key.clone(),
             vm_started_ms(&config.source, &target.name, socket),

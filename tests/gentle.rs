@@ -118,6 +118,7 @@ fn run(
         running: true,
         channel: ChannelState::Connected,
         nics: Vec::new(),
+        socket: None,
         connector: Box::new(OneShotConnector::new(transport)),
     };
     let book = Arc::new(FactBook::new(BTreeMap::new(), known.clone()));

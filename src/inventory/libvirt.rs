@@ -219,6 +219,7 @@ impl LibvirtInventory {
             running,
             channel,
             nics,
+            socket: None,
             connector: Box::new(LibvirtConnector {
                 domain: Arc::new(domain),
             }),

@@ -9,6 +9,7 @@ pub mod socket;
 use crate::qga::{AgentError, AgentTransport};
 use std::fmt;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Opens a session with one VM's guest agent.
@@ -55,6 +56,9 @@ pub struct VmTarget {
     /// NICs from the domain XML; empty when the host does not know them
     /// (socket mode), in which case the guest's own interfaces are used.
     pub nics: Vec<NicConfig>,
+    /// The agent socket (socket mode): the VM's identity on this host and,
+    /// by its age, when the VM started.
+    pub socket: Option<PathBuf>,
     pub connector: Box<dyn AgentConnector>,
 }
 
@@ -66,6 +70,7 @@ impl fmt::Debug for VmTarget {
             .field("running", &self.running)
             .field("channel", &self.channel)
             .field("nics", &self.nics)
+            .field("socket", &self.socket)
             .finish_non_exhaustive()
     }
 }

@@ -110,6 +110,7 @@ impl Inventory for SocketInventory {
                 running: true,
                 channel: ChannelState::Unknown,
                 nics: Vec::new(),
+                socket: Some(path.clone()),
                 connector: Box::new(SocketConnector { path }),
             })
             .collect())

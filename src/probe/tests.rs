@@ -111,6 +111,7 @@ fn target_with(transport: FakeTransport, nics: Vec<NicConfig>) -> VmTarget {
         running: true,
         channel: ChannelState::Connected,
         nics,
+        socket: None,
         connector: Box::new(OneShotConnector::new(transport)),
     }
 }
@@ -478,6 +479,7 @@ fn runner_reports_unfinished_vms_as_timed_out_and_keeps_the_rest() {
         running: true,
         channel: ChannelState::Unknown,
         nics: vec![],
+        socket: None,
         connector: Box::new(Stuck),
     };
     let started = Instant::now();
