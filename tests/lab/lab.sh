@@ -57,44 +57,12 @@ now() { date +%s.%N; }
 virsh_() { virsh -q -c "$uri" "$@"; }
 
 # ---------------------------------------------------------------- deps
-need_pkgs="libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils debootstrap dnsmasq-base
- iptables nftables kmod cpio iproute2 util-linux gzip procps"
+# tests/lib/needs/lab.txt lists the binaries and their packages; the shared installer
+# checks the binaries after installing (package status alone can lie, see there).
 cmd_deps() {
-    missing=
-    for p in $need_pkgs; do
-        st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
-        [ "$st" = installed ] || missing="$missing $p"
-    done
-    [ -n "$missing" ] || { log "deps: all installed"; return 0; }
-    log "deps: installing$missing"
-    made_policy=
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-        chmod 755 /usr/sbin/policy-rc.d
-        made_policy=1
-    fi
-    # qemu-utils: take bookworm's, never a stale higher version only known from dpkg status
-    pkgs=
-    for p in $missing; do
-        case $p in qemu-utils) pkgs="$pkgs qemu-utils/bookworm" ;; *) pkgs="$pkgs $p" ;; esac
-    done
-    rc=0
-    # shellcheck disable=SC2086
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        -o DPkg::Lock::Timeout=600 $pkgs >"${TMPDIR:-/tmp}/vmnp-lab-apt.log" 2>&1 || rc=$?
-    if [ "$rc" != 0 ]; then
-        log "deps: apt-get install failed ($rc), running apt-get update and retrying"
-        apt-get update -q >>"${TMPDIR:-/tmp}/vmnp-lab-apt.log" 2>&1 || true
-        rc=0
-        # shellcheck disable=SC2086
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-            -o DPkg::Lock::Timeout=600 $pkgs >>"${TMPDIR:-/tmp}/vmnp-lab-apt.log" 2>&1 || rc=$?
-    fi
-    [ -z "$made_policy" ] || rm -f /usr/sbin/policy-rc.d
-    if [ "$rc" != 0 ]; then
-        tail -20 "${TMPDIR:-/tmp}/vmnp-lab-apt.log" >&2
-        die "apt-get install failed"
-    fi
+    # shellcheck source=../lib/packages.sh
+    . "$here/../lib/packages.sh"
+    ensure_binaries_from lab "$here/../lib/needs/lab.txt" >&2
 }
 
 # ---------------------------------------------------------------- processes
