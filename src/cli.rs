@@ -1,12 +1,33 @@
 //! Command-line arguments as typed by the user (raw). `config.rs` validates them.
+//! Self-contained (no `crate::` paths): build.rs includes it to generate the
+//! man page and shell completions from the same definitions.
 
 use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
+use std::ffi::OsString;
+use std::path::Path;
+
+/// The name the package installs in the monitoring plugin directory
+/// (/usr/lib/nagios/plugins), a symlink to the binary: called by this name,
+/// vmnetprobe runs its `nagios` subcommand.
+pub const NAGIOS_PLUGIN_NAME: &str = "check_vmnetprobe";
+
+/// Help as the monitoring-plugins guidelines want it: name and version
+/// first, then usage and every option.
+const HELP_TEMPLATE: &str =
+    "{name} {version}\n{about-with-newline}\n{usage-heading} {usage}\n\n{all-args}{after-help}";
 
 /// Checks, from inside every running VM through the QEMU guest agent, that
 /// the VM reaches its gateway and the outside world — without using the
 /// guest's network to ask.
 #[derive(Debug, Parser)]
-#[command(name = "vmnetprobe", version, about, max_term_width = 100)]
+#[command(
+    name = "vmnetprobe",
+    version,
+    about,
+    max_term_width = 100,
+    propagate_version = true,
+    help_template = HELP_TEMPLATE
+)]
 pub struct Args {
     #[command(subcommand)]
     pub command: Command,
@@ -15,8 +36,10 @@ pub struct Args {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Nagios/Icinga plugin: status line, perfdata, long output, exit 0-3.
+    #[command(help_template = HELP_TEMPLATE)]
     Nagios(TargetArgs),
     /// Zabbix low-level discovery JSON (VMs or NICs).
+    #[command(help_template = HELP_TEMPLATE)]
     Discover {
         /// What to discover.
         what: DiscoverWhat,
@@ -24,8 +47,10 @@ pub enum Command {
         target: TargetArgs,
     },
     /// Zabbix master item: one JSON document with every value.
+    #[command(help_template = HELP_TEMPLATE)]
     Zabbix(TargetArgs),
     /// Telegraf/InfluxDB line protocol (inputs.exec; --execd for inputs.execd).
+    #[command(help_template = HELP_TEMPLATE)]
     Telegraf {
         /// Stay running: probe and print one batch for every line read on
         /// stdin (Telegraf's `signal = "STDIN"`); exit at end of input.
@@ -35,6 +60,7 @@ pub enum Command {
         target: TargetArgs,
     },
     /// Human-readable table, or JSON for scripts.
+    #[command(help_template = HELP_TEMPLATE)]
     Status {
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -145,6 +171,27 @@ pub struct TargetArgs {
     pub verbose: u8,
 }
 
+/// The arguments as clap should see them: called as [`NAGIOS_PLUGIN_NAME`]
+/// (the plugin directory's symlink), `check_vmnetprobe -w 100` means
+/// `vmnetprobe nagios -w 100`.
+pub fn effective_args(argv: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut args: Vec<OsString> = argv.into_iter().collect();
+    let as_plugin = args
+        .first()
+        .and_then(|arg0| Path::new(arg0).file_name())
+        .is_some_and(|name| name == NAGIOS_PLUGIN_NAME);
+    if as_plugin {
+        args.insert(1, "nagios".into());
+    }
+    args
+}
+
+/// Whether these (effective) arguments ask for the nagios subcommand, whose
+/// usage errors go to stdout as a plugin status line.
+pub fn is_nagios_mode(args: &[OsString]) -> bool {
+    args.get(1).is_some_and(|a| a == "nagios")
+}
+
 impl Command {
     pub fn target(&self) -> &TargetArgs {
         match self {
@@ -164,6 +211,54 @@ mod tests {
     #[test]
     fn verify_cli() {
         Args::command().debug_assert();
+    }
+
+    #[test]
+    fn every_subcommand_has_version_and_help() {
+        for sub in ["nagios", "zabbix", "telegraf", "status", "discover"] {
+            for flag in ["-V", "--version"] {
+                let e = Args::try_parse_from(["vmnetprobe", sub, flag]).unwrap_err();
+                assert_eq!(
+                    e.kind(),
+                    clap::error::ErrorKind::DisplayVersion,
+                    "{sub} {flag}"
+                );
+            }
+            let e = Args::try_parse_from(["vmnetprobe", sub, "-h"]).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp, "{sub} -h");
+            let help = e.to_string();
+            assert!(
+                help.starts_with(&format!("vmnetprobe-{sub} {}\n", env!("CARGO_PKG_VERSION"))),
+                "{help}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_plugin_name_runs_the_nagios_subcommand() {
+        let args = effective_args(
+            ["/usr/lib/nagios/plugins/check_vmnetprobe", "-w", "100"].map(OsString::from),
+        );
+        assert_eq!(
+            args,
+            [
+                "/usr/lib/nagios/plugins/check_vmnetprobe",
+                "nagios",
+                "-w",
+                "100"
+            ]
+        );
+        assert!(is_nagios_mode(&args));
+        let a = Args::try_parse_from(&args).unwrap();
+        assert!(matches!(a.command, Command::Nagios(_)));
+        // Any other name is left alone (a user's own wrapper, vmnetprobe itself).
+        let plain = effective_args(["vmnetprobe", "status"].map(OsString::from));
+        assert_eq!(plain, ["vmnetprobe", "status"]);
+        assert!(!is_nagios_mode(&plain));
+        assert_eq!(
+            effective_args(["check_vmnetprobe"].map(OsString::from)),
+            ["check_vmnetprobe", "nagios"]
+        );
     }
 
     #[test]

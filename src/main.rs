@@ -5,7 +5,7 @@ use clap::Parser;
 use std::io::Write;
 use std::process::ExitCode;
 use vmnetprobe::app;
-use vmnetprobe::cli::{Args, Command};
+use vmnetprobe::cli::{self, Args, Command};
 use vmnetprobe::config::{Config, ConfigError};
 
 /// Exit code for usage and configuration errors (the plugin API's UNKNOWN).
@@ -25,7 +25,8 @@ fn main() -> ExitCode {
     #[cfg(feature = "libvirt")]
     virt::error::clear_error_callback();
 
-    let args = match Args::try_parse() {
+    let argv = cli::effective_args(std::env::args_os());
+    let args = match Args::try_parse_from(&argv) {
         Ok(args) => args,
         Err(e) => {
             use clap::error::ErrorKind;
@@ -43,8 +44,7 @@ fn main() -> ExitCode {
                 .next()
                 .unwrap_or("invalid arguments")
                 .trim_start_matches("error: ");
-            let in_nagios_mode = std::env::args().nth(1).as_deref() == Some("nagios");
-            if in_nagios_mode {
+            if cli::is_nagios_mode(&argv) {
                 print(&format!("VMNETPROBE UNKNOWN - {first}\n"));
             } else {
                 eprintln!("vmnetprobe: {first} (see --help)");

@@ -28,7 +28,12 @@ const MODES: [&[&str]; 6] = [
 ];
 
 fn run_os(args: &[OsString]) -> Output {
-    let child = Command::new(common::bin())
+    run_program(&common::bin(), args)
+}
+
+/// Runs `program` with a 30 s limit.
+fn run_program(program: &Path, args: &[OsString]) -> Output {
+    let child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -415,5 +420,65 @@ fn unreadable_sockets_and_directories_say_permission_denied() {
         "{stdout}"
     );
     assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn version_and_help_work_in_every_mode_and_exit_0() {
+    let version = env!("CARGO_PKG_VERSION");
+    for mode in MODES.iter().chain([&[][..]].iter()) {
+        let sub = mode.first().copied();
+        for flag in ["-V", "--version"] {
+            let mut args = sub.into_iter().collect::<Vec<_>>();
+            args.push(flag);
+            let out = run(&args);
+            let stdout = text(&out.stdout);
+            assert_eq!(out.status.code(), Some(0), "{args:?}: {stdout:?}");
+            assert!(out.stderr.is_empty(), "{args:?}: {:?}", text(&out.stderr));
+            assert_eq!(stdout.lines().count(), 1, "{args:?}: {stdout:?}");
+            assert!(
+                stdout.ends_with(&format!(" {version}\n")),
+                "{args:?}: {stdout:?}"
+            );
+        }
+        let mut args = sub.into_iter().collect::<Vec<_>>();
+        args.push("-h");
+        let out = run(&args);
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stdout:?}");
+        assert!(
+            stdout.contains(version) && stdout.contains("Usage:"),
+            "{stdout}"
+        );
+    }
+}
+
+/// The package's /usr/lib/nagios/plugins/check_vmnetprobe is a symlink to the
+/// binary: by that name it is the nagios subcommand, usage errors included.
+#[test]
+fn called_as_check_vmnetprobe_it_is_the_nagios_plugin() {
+    let dir = std::env::temp_dir().join(format!("vmnp-plugin-name-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let link = dir.join("check_vmnetprobe");
+    std::os::unix::fs::symlink(common::bin(), &link).expect("symlink");
+    let run_link =
+        |args: &[&str]| run_program(&link, &args.iter().map(OsString::from).collect::<Vec<_>>());
+    let out = run_link(&["-V"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stdout).starts_with("vmnetprobe-nagios "),
+        "{out:?}"
+    );
+    let out = run_link(&["--bogus"]);
+    assert_usage_error(&["nagios"], &out, "unexpected argument '--bogus'");
+    let mut args = safe_target();
+    args.push("--no-state");
+    let out = run_link(&args);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(
+        text(&out.stdout).starts_with("VMNETPROBE UNKNOWN"),
+        "{out:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
