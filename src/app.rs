@@ -5,12 +5,13 @@ use crate::cache::{self, FactBook, FactUpdate, StoredResult, VmStore};
 use crate::cli::{Command, DiscoverWhat};
 use crate::config::{Config, ConfigError, Source};
 use crate::inventory::socket::SocketInventory;
+use crate::inventory::started;
 use crate::inventory::{Inventory, InventoryError, VmTarget};
 use crate::output::{self, Rendered};
 use crate::probe::runner::probe_all;
 use crate::report::{Report, VmReport};
 use crate::statedir::StateDir;
-use crate::{boot, debounce};
+use crate::verdict::{debounce, grace};
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
@@ -112,9 +113,9 @@ fn shared_result(dir: &StateDir, file: &str, key: &str, min_interval: Duration) 
 fn vm_started_ms(source: &Source, name: &str, socket: Option<&Path>) -> Option<u64> {
     match source {
         Source::Libvirt { uri } => {
-            boot::libvirt_pid_file(uri, name).and_then(|f| boot::libvirt_started_ms(&f))
+            started::libvirt_pid_file(uri, name).and_then(|f| started::libvirt_started_ms(&f))
         }
-        Source::Sockets { .. } => socket.and_then(boot::socket_started_ms),
+        Source::Sockets { .. } => socket.and_then(started::socket_started_ms),
     }
 }
 
@@ -197,7 +198,7 @@ fn probe_with_memory(config: &Config, targets: Vec<VmTarget>, deadline: Instant)
             .and_then(|k| starts.get(k))
             .copied()
             .flatten();
-        boot::apply_grace(vm, started, now, config.grace, config.booting_state);
+        grace::apply_grace(vm, started, now, config.grace, config.booting_state);
     }
     if let Some(dir) = &config.state_dir {
         let wait = deadline

@@ -153,7 +153,7 @@ pub struct TargetArgs {
     pub no_state: bool,
     /// A VM started less than this ago whose agent is not up yet is
     /// "booting" instead of failing (0 turns it off).
-    #[arg(long, value_name = "DUR", default_value = crate::boot::DEFAULT_GRACE)]
+    #[arg(long, value_name = "DUR", default_value = crate::verdict::grace::DEFAULT_GRACE)]
     pub grace: String,
     /// State for a booting VM (ok, warning, critical, unknown).
     #[arg(long, value_name = "STATE", default_value = "ok")]

@@ -2,13 +2,13 @@
 //! ranges checked, transports chosen. Every error is one clear line.
 
 use crate::cli::TargetArgs;
-use crate::policy::Policy;
 use crate::probe::ping::validate_target;
 use crate::probe::ProbeConfig;
 use crate::report::Thresholds;
-use crate::state::ServiceState;
 use crate::statedir::StateDir;
-use crate::threshold::Range;
+use crate::verdict::policy::Policy;
+use crate::verdict::threshold::Range;
+use crate::verdict::ServiceState;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -6,17 +6,13 @@
 //! is a pure function of it.
 
 pub mod app;
-pub mod boot;
 pub mod cache;
 pub mod cli;
 pub mod config;
-pub mod debounce;
 pub mod inventory;
 pub mod output;
-pub mod policy;
 pub mod probe;
 pub mod qga;
 pub mod report;
-pub mod state;
 pub mod statedir;
-pub mod threshold;
+pub mod verdict;

@@ -1,8 +1,8 @@
 //! The result model: what the probe found, per VM and per NIC. Every renderer
 //! reads this and nothing else.
 
-use crate::state::ServiceState;
-use crate::threshold::Range;
+use crate::verdict::threshold::Range;
+use crate::verdict::{ServiceState, Verdict};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::net::IpAddr;
 
@@ -14,58 +14,6 @@ fn de_range<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Range>, D::Error> 
     Option::<String>::deserialize(d)?
         .map(|t| t.parse().map_err(serde::de::Error::custom))
         .transpose()
-}
-
-/// Every stable code the probe emits, so codes read back from the state
-/// directory are the same `&'static str` again.
-pub const CODES: &[&str] = &[
-    "ok",
-    "vm_not_running",
-    "no_agent_channel",
-    "agent_not_connected",
-    "agent_timeout",
-    "agent_disconnected",
-    "agent_unreachable",
-    "agent_protocol_error",
-    "agent_command_disabled",
-    "agent_unsupported",
-    "agent_error",
-    "permission_denied",
-    "host_error",
-    "exec_disabled",
-    "timed_out",
-    "booting",
-    "gateway_unreachable",
-    "external_unreachable",
-    "rtt_high",
-    "ping_missing",
-    "ping_denied",
-    "ping_error",
-    "ping_timeout",
-    "no_gateway",
-    "link_down",
-    "nic_missing",
-    "no_address",
-    "not_checked",
-];
-
-/// The `&'static str` for a code read back from disk. A code this build
-/// does not know (written by another version) is leaked once per distinct
-/// text, which keeps memory bounded even in a long-running `--execd`.
-pub fn intern_code(code: &str) -> &'static str {
-    if let Some(known) = CODES.iter().find(|c| **c == code) {
-        return known;
-    }
-    static EXTRA: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
-    let Ok(mut extra) = EXTRA.lock() else {
-        return "unknown_code";
-    };
-    if let Some(known) = extra.iter().find(|c| **c == code) {
-        return known;
-    }
-    let leaked: &'static str = Box::leak(code.to_string().into_boxed_str());
-    extra.push(leaked);
-    leaked
 }
 
 /// One run over all selected VMs.
@@ -96,46 +44,6 @@ pub struct Thresholds {
     pub warning: Option<Range>,
     #[serde(deserialize_with = "de_range")]
     pub critical: Option<Range>,
-}
-
-/// A state with its stable machine code (e.g. `gateway_unreachable`) and a
-/// one-line human reason.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Verdict {
-    pub state: ServiceState,
-    pub code: &'static str,
-    pub reason: String,
-}
-
-/// A [`Verdict`] as read back from disk.
-#[derive(Deserialize)]
-struct StoredVerdict {
-    state: String,
-    code: String,
-    reason: String,
-}
-
-// By hand: a derive would tie the input's lifetime to `'static` (the code
-// is a `&'static str`).
-impl<'de> Deserialize<'de> for Verdict {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = StoredVerdict::deserialize(d)?;
-        Ok(Verdict {
-            state: v.state.parse().map_err(serde::de::Error::custom)?,
-            code: intern_code(&v.code),
-            reason: v.reason,
-        })
-    }
-}
-
-impl Verdict {
-    pub fn new(state: ServiceState, code: &'static str, reason: impl Into<String>) -> Self {
-        Verdict {
-            state,
-            code,
-            reason: reason.into(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -20,7 +20,8 @@ use vmnetprobe::probe::{probe_vm, ProbeConfig};
 use vmnetprobe::qga::fake::FakeTransport;
 use vmnetprobe::qga::AgentError;
 use vmnetprobe::report::{GuestOs, VmReport};
-use vmnetprobe::state::ServiceState;
+use vmnetprobe::verdict::Code;
+use vmnetprobe::verdict::ServiceState;
 
 // ---------------------------------------------------------------------
 // Scripted agent: what a steady-state run sends, command by command.
@@ -196,7 +197,7 @@ fn a_new_agent_version_or_command_list_drops_the_facts() {
     assert_eq!(count(&upgraded, "guest-exec /sbin/ip"), 1);
     // Restarted with guest-exec blocked: the change shows at once.
     let (blocked, sent) = run(old_linux_guest("8.0.0", false, true), &mut known);
-    assert_eq!(blocked.verdict.code, "exec_disabled");
+    assert_eq!(blocked.verdict.code, Code::ExecDisabled);
     assert!(
         !sent.iter().any(|c| c.starts_with("guest-exec")),
         "{sent:?}"
@@ -210,7 +211,7 @@ fn a_gateway_that_stops_answering_is_looked_up_again() {
     let mut known = BTreeMap::new();
     run(old_linux_guest("7.2.22", true, true), &mut known);
     let (down, _) = run(old_linux_guest("7.2.22", true, false), &mut known);
-    assert_eq!(down.nics[0].verdict.code, "gateway_unreachable");
+    assert_eq!(down.nics[0].verdict.code, Code::GatewayUnreachable);
     let (_, after) = run(old_linux_guest("7.2.22", true, true), &mut known);
     assert_eq!(count(&after, "guest-exec /sbin/ip"), 1, "{after:?}");
     assert_eq!(count(&after, "guest-exec cmd.exe"), 0, "OS still known");
@@ -228,7 +229,7 @@ fn an_agent_that_fails_is_forgotten() {
         },
     );
     let (report, _) = run(silent, &mut known);
-    assert_eq!(report.agent.verdict.code, "agent_timeout");
+    assert_eq!(report.agent.verdict.code, Code::AgentTimeout);
     assert!(known.is_empty());
 }
 

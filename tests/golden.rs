@@ -9,9 +9,11 @@ use vmnetprobe::output::{
 };
 use vmnetprobe::report::{
     AgentReport, GatewaySource, GuestOs, NicKind, NicReport, Report, TargetReport, Thresholds,
-    Verdict, VmReport,
+    VmReport,
 };
-use vmnetprobe::state::ServiceState::{self, Critical, Ok as Good, Unknown, Warning};
+use vmnetprobe::verdict::Code;
+use vmnetprobe::verdict::ServiceState::{self, Critical, Ok as Good, Unknown, Warning};
+use vmnetprobe::verdict::Verdict;
 
 const TIMESTAMP_NS: u64 = 1_795_636_800_000_000_000;
 const EXTERNAL: &str = "198.51.100.1";
@@ -22,7 +24,7 @@ fn ip(text: &str) -> IpAddr {
 
 fn agent_up(version: &str) -> AgentReport {
     AgentReport {
-        verdict: Verdict::new(Good, "ok", format!("guest agent {version} responding")),
+        verdict: Verdict::new(Good, Code::Ok, format!("guest agent {version} responding")),
         version: Some(version.to_string()),
         exec_enabled: Some(true),
     }
@@ -54,12 +56,7 @@ fn nic(
     }
 }
 
-fn external(
-    state: ServiceState,
-    code: &'static str,
-    reason: &str,
-    rtt: Option<f64>,
-) -> TargetReport {
+fn external(state: ServiceState, code: Code, reason: &str, rtt: Option<f64>) -> TargetReport {
     TargetReport {
         address: ip(EXTERNAL),
         verdict: Verdict::new(state, code, reason),
@@ -75,7 +72,7 @@ fn fixture() -> Report {
         name: "app01".to_string(),
         uuid: Some("6695eb01-f6a4-8304-79aa-97f2502e193f".to_string()),
         os: GuestOs::Linux,
-        verdict: Verdict::new(Good, "ok", "all reachable"),
+        verdict: Verdict::new(Good, Code::Ok, "all reachable"),
         agent: agent_up("7.2.22"),
         nics: vec![
             nic(
@@ -86,7 +83,7 @@ fn fixture() -> Report {
                 &["192.0.2.10", "2001:db8::10"],
                 Some("192.0.2.1"),
                 NicKind::External,
-                Verdict::new(Good, "ok", "gateway 192.0.2.1 rtt 0.41 ms"),
+                Verdict::new(Good, Code::Ok, "gateway 192.0.2.1 rtt 0.41 ms"),
                 Some(0.412),
             ),
             nic(
@@ -97,13 +94,13 @@ fn fixture() -> Report {
                 &["10.0.0.10"],
                 None,
                 NicKind::Internal,
-                Verdict::new(Good, "no_gateway", "no gateway known"),
+                Verdict::new(Good, Code::NoGateway, "no gateway known"),
                 None,
             ),
         ],
         external: Some(external(
             Good,
-            "ok",
+            Code::Ok,
             "external 198.51.100.1 rtt 12 ms",
             Some(12.3),
         )),
@@ -117,7 +114,7 @@ fn fixture() -> Report {
         os: GuestOs::Linux,
         verdict: Verdict::new(
             Warning,
-            "rtt_high",
+            Code::RttHigh,
             "eth0: gateway 192.0.2.1 rtt 151 ms outside warning range 100",
         ),
         agent: agent_up("10.0.2"),
@@ -131,14 +128,14 @@ fn fixture() -> Report {
             NicKind::External,
             Verdict::new(
                 Warning,
-                "rtt_high",
+                Code::RttHigh,
                 "gateway 192.0.2.1 rtt 151 ms outside warning range 100",
             ),
             Some(150.5),
         )],
         external: Some(external(
             Good,
-            "ok",
+            Code::Ok,
             "external 198.51.100.1 rtt 0.00 ms",
             Some(0.0000001),
         )),
@@ -150,9 +147,9 @@ fn fixture() -> Report {
         name: "web 01, \"x\"=ü\\".to_string(),
         uuid: None,
         os: GuestOs::Unknown,
-        verdict: Verdict::new(Good, "ok", "all reachable"),
+        verdict: Verdict::new(Good, Code::Ok, "all reachable"),
         agent: AgentReport {
-            verdict: Verdict::new(Good, "ok", "guest agent responding"),
+            verdict: Verdict::new(Good, Code::Ok, "guest agent responding"),
             version: None,
             exec_enabled: Some(true),
         },
@@ -165,12 +162,12 @@ fn fixture() -> Report {
             gateway: Some(ip("192.0.2.1")),
             gateway_source: Some(GatewaySource::User),
             kind: NicKind::Internal,
-            verdict: Verdict::new(Good, "ok", "gateway 192.0.2.1 reachable"),
+            verdict: Verdict::new(Good, Code::Ok, "gateway 192.0.2.1 reachable"),
             rtt_ms: None,
         }],
         external: Some(external(
             Good,
-            "ok",
+            Code::Ok,
             "external 198.51.100.1 rtt 1.50 ms",
             Some(1.5),
         )),
@@ -184,7 +181,7 @@ fn fixture() -> Report {
         os: GuestOs::Linux,
         verdict: Verdict::new(
             Critical,
-            "gateway_unreachable",
+            Code::GatewayUnreachable,
             "eth0: gateway 192.0.2.1 unreachable (destination host unreachable)",
         ),
         agent: agent_up("7.2.22"),
@@ -198,14 +195,14 @@ fn fixture() -> Report {
             NicKind::External,
             Verdict::new(
                 Critical,
-                "gateway_unreachable",
+                Code::GatewayUnreachable,
                 "gateway 192.0.2.1 unreachable (destination host unreachable)",
             ),
             None,
         )],
         external: Some(external(
             Critical,
-            "external_unreachable",
+            Code::ExternalUnreachable,
             "external 198.51.100.1 unreachable",
             None,
         )),
@@ -219,11 +216,11 @@ fn fixture() -> Report {
         os: GuestOs::Windows,
         verdict: Verdict::new(
             Unknown,
-            "exec_disabled",
+            Code::ExecDisabled,
             "guest-exec disabled by the guest agent's policy",
         ),
         agent: AgentReport {
-            verdict: Verdict::new(Good, "ok", "guest agent 108.0.2 responding"),
+            verdict: Verdict::new(Good, Code::Ok, "guest agent 108.0.2 responding"),
             version: Some("108.0.2".to_string()),
             exec_enabled: Some(false),
         },
@@ -237,14 +234,14 @@ fn fixture() -> Report {
             NicKind::External,
             Verdict::new(
                 Unknown,
-                "exec_disabled",
+                Code::ExecDisabled,
                 "guest-exec disabled by the guest agent's policy",
             ),
             None,
         )],
         external: Some(external(
             Unknown,
-            "exec_disabled",
+            Code::ExecDisabled,
             "guest-exec disabled by the guest agent's policy",
             None,
         )),

@@ -15,7 +15,6 @@ use vmnetprobe::output::{
     render_discovery_nics, render_discovery_vms, render_nagios, render_status_json,
     render_status_table, render_telegraf, render_zabbix,
 };
-use vmnetprobe::policy::{Finding, PingTarget, Policy};
 use vmnetprobe::probe::ping;
 use vmnetprobe::qga::protocol::{
     parse_exec_pid, ExecStatus, GuestInfo, GuestInterface, OsInfo, Route, MAX_EXEC_OUTPUT_B64,
@@ -23,9 +22,12 @@ use vmnetprobe::qga::protocol::{
 };
 use vmnetprobe::report::{
     AgentReport, GatewaySource, GuestOs, NicKind, NicReport, Report, TargetReport, Thresholds,
-    Verdict, VmReport,
+    VmReport,
 };
-use vmnetprobe::state::ServiceState;
+use vmnetprobe::verdict::policy::{Finding, PingTarget, Policy};
+use vmnetprobe::verdict::Code;
+use vmnetprobe::verdict::ServiceState;
+use vmnetprobe::verdict::Verdict;
 
 /// CI runs a fixed seed and few cases (a few seconds). For a deeper local
 /// search: `VMNETPROBE_PROPTEST_CASES=20000 VMNETPROBE_PROPTEST_SEED=7
@@ -378,21 +380,6 @@ proptest! {
 
 // ---- renderers -----------------------------------------------------------
 
-const CODES: &[&str] = &[
-    "ok",
-    "vm_not_running",
-    "agent_timeout",
-    "agent_protocol_error",
-    "exec_disabled",
-    "timed_out",
-    "gateway_unreachable",
-    "external_unreachable",
-    "rtt_high",
-    "ping_error",
-    "no_gateway",
-    "link_down",
-];
-
 fn state() -> impl Strategy<Value = ServiceState> {
     prop::sample::select(vec![
         ServiceState::Ok,
@@ -403,7 +390,11 @@ fn state() -> impl Strategy<Value = ServiceState> {
 }
 
 fn verdict() -> impl Strategy<Value = Verdict> {
-    (state(), prop::sample::select(CODES.to_vec()), nasty_text())
+    (
+        state(),
+        prop::sample::select(Code::ALL.to_vec()),
+        nasty_text(),
+    )
         .prop_map(|(state, code, reason)| Verdict::new(state, code, reason))
 }
 
@@ -623,9 +614,9 @@ fn a_backslash_before_a_unicode_space_keeps_line_protocol_valid() {
             name: format!("vm{name}"),
             uuid: None,
             os: GuestOs::Linux,
-            verdict: Verdict::new(ServiceState::Ok, "ok", "fine"),
+            verdict: Verdict::new(ServiceState::Ok, Code::Ok, "fine"),
             agent: AgentReport {
-                verdict: Verdict::new(ServiceState::Ok, "ok", "up"),
+                verdict: Verdict::new(ServiceState::Ok, Code::Ok, "up"),
                 version: None,
                 exec_enabled: Some(true),
             },
@@ -638,7 +629,7 @@ fn a_backslash_before_a_unicode_space_keeps_line_protocol_valid() {
                 gateway: None,
                 gateway_source: None,
                 kind: NicKind::Internal,
-                verdict: Verdict::new(ServiceState::Ok, "no_gateway", "no gateway known"),
+                verdict: Verdict::new(ServiceState::Ok, Code::NoGateway, "no gateway known"),
                 rtt_ms: None,
             }],
             external: None,

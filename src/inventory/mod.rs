@@ -5,6 +5,7 @@ pub mod fake;
 #[cfg(feature = "libvirt")]
 pub mod libvirt;
 pub mod socket;
+pub mod started;
 
 use crate::qga::{AgentError, AgentTransport};
 use std::fmt;

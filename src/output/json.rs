@@ -5,9 +5,10 @@
 use super::reachable;
 use crate::report::{
     AgentReport, GatewaySource, GuestOs, NicKind, NicReport, Report, TargetReport, Thresholds,
-    Verdict, VmReport,
+    VmReport,
 };
-use crate::state::ServiceState;
+use crate::verdict::ServiceState;
+use crate::verdict::{Code, Verdict};
 use serde::Serialize;
 use std::net::IpAddr;
 
@@ -49,7 +50,7 @@ struct Vm<'a> {
     uuid: Option<&'a str>,
     os: GuestOs,
     state: ServiceState,
-    code: &'a str,
+    code: Code,
     reason: &'a str,
     #[serde(flatten)]
     zabbix: Option<StateCode>,
@@ -62,7 +63,7 @@ struct Vm<'a> {
 #[derive(Serialize)]
 struct Agent<'a> {
     state: ServiceState,
-    code: &'a str,
+    code: Code,
     reason: &'a str,
     #[serde(flatten)]
     zabbix: Option<StateCode>,
@@ -82,7 +83,7 @@ struct Nic<'a> {
     #[serde(rename = "type")]
     kind: NicKind,
     state: ServiceState,
-    code: &'a str,
+    code: Code,
     reason: &'a str,
     #[serde(flatten)]
     zabbix: Option<Reachability>,
@@ -93,7 +94,7 @@ struct Nic<'a> {
 struct Target<'a> {
     address: IpAddr,
     state: ServiceState,
-    code: &'a str,
+    code: Code,
     reason: &'a str,
     #[serde(flatten)]
     zabbix: Option<Reachability>,
@@ -203,7 +204,7 @@ fn vm_json(vm: &VmReport, zabbix: bool) -> Vm<'_> {
         uuid: uuid.as_deref(),
         os: *os,
         state: *state,
-        code,
+        code: *code,
         reason,
         zabbix: state_code(zabbix, *state),
         agent: agent_json(agent, zabbix),
@@ -229,7 +230,7 @@ fn agent_json(agent: &AgentReport, zabbix: bool) -> Agent<'_> {
     } = verdict;
     Agent {
         state: *state,
-        code,
+        code: *code,
         reason,
         zabbix: state_code(zabbix, *state),
         version: version.as_deref(),
@@ -265,7 +266,7 @@ fn nic_json(nic: &NicReport, zabbix: bool) -> Nic<'_> {
         gateway_source: *gateway_source,
         kind: *kind,
         state: *state,
-        code,
+        code: *code,
         reason,
         zabbix: reachability(zabbix, verdict, *rtt_ms),
         rtt_ms: rtt_ms.map(ms),
@@ -286,7 +287,7 @@ fn target_json(target: &TargetReport, zabbix: bool) -> Target<'_> {
     Target {
         address: *address,
         state: *state,
-        code,
+        code: *code,
         reason,
         zabbix: reachability(zabbix, verdict, *rtt_ms),
         rtt_ms: rtt_ms.map(ms),

@@ -11,8 +11,9 @@ mod status;
 mod telegraf;
 mod zabbix;
 
-use crate::report::{Report, Verdict, VmReport};
-use crate::state::ServiceState;
+use crate::report::{Report, VmReport};
+use crate::verdict::ServiceState;
+use crate::verdict::{Code, Verdict};
 
 pub use nagios::render_nagios;
 pub use status::{render_status_json, render_status_table, render_status_table_styled};
@@ -84,8 +85,8 @@ fn fixed_decimal(value: f64, max_decimals: usize) -> Option<String> {
 /// result exists (not pinged, exec disabled, ping missing or failed).
 fn reachable(verdict: &Verdict, rtt_ms: Option<f64>) -> Option<bool> {
     match verdict.code {
-        "gateway_unreachable" | "external_unreachable" => Some(false),
-        "ok" | "rtt_high" => Some(true),
+        Code::GatewayUnreachable | Code::ExternalUnreachable => Some(false),
+        Code::Ok | Code::RttHigh => Some(true),
         _ if rtt_ms.is_some_and(f64::is_finite) => Some(true),
         _ => None,
     }
@@ -122,7 +123,7 @@ fn counts_text(report: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::Verdict;
+    use crate::verdict::Verdict;
 
     #[test]
     fn fixed_decimal_never_uses_an_exponent() {
@@ -159,14 +160,14 @@ mod tests {
     #[test]
     fn reachability_follows_the_stable_codes() {
         let v = |code| Verdict::new(ServiceState::Ok, code, "");
-        assert_eq!(reachable(&v("ok"), None), Some(true));
-        assert_eq!(reachable(&v("rtt_high"), Some(600.0)), Some(true));
-        assert_eq!(reachable(&v("gateway_unreachable"), None), Some(false));
-        assert_eq!(reachable(&v("external_unreachable"), None), Some(false));
-        assert_eq!(reachable(&v("exec_disabled"), None), None);
-        assert_eq!(reachable(&v("no_gateway"), None), None);
-        assert_eq!(reachable(&v("ping_timeout"), None), None);
-        assert_eq!(reachable(&v("not_checked"), Some(f64::NAN)), None);
-        assert_eq!(reachable(&v("ping_error"), Some(3.0)), Some(true));
+        assert_eq!(reachable(&v(Code::Ok), None), Some(true));
+        assert_eq!(reachable(&v(Code::RttHigh), Some(600.0)), Some(true));
+        assert_eq!(reachable(&v(Code::GatewayUnreachable), None), Some(false));
+        assert_eq!(reachable(&v(Code::ExternalUnreachable), None), Some(false));
+        assert_eq!(reachable(&v(Code::ExecDisabled), None), None);
+        assert_eq!(reachable(&v(Code::NoGateway), None), None);
+        assert_eq!(reachable(&v(Code::PingTimeout), None), None);
+        assert_eq!(reachable(&v(Code::NotChecked), Some(f64::NAN)), None);
+        assert_eq!(reachable(&v(Code::PingError), Some(3.0)), Some(true));
     }
 }

@@ -3,8 +3,9 @@
 //! its agent, NICs and external target indented), bounded in size.
 
 use super::{counts_text, fixed_decimal, one_line, truncate_chars, worst_first, Rendered};
-use crate::report::{AgentReport, NicReport, Report, TargetReport, Thresholds, Verdict, VmReport};
-use crate::state::ServiceState;
+use crate::report::{AgentReport, NicReport, Report, TargetReport, Thresholds, VmReport};
+use crate::verdict::ServiceState;
+use crate::verdict::Verdict;
 
 /// The summary after `VMNETPROBE <STATE> - `, in characters.
 const SUMMARY_MAX_CHARS: usize = 100;
@@ -302,14 +303,15 @@ fn component(verdict: &Verdict, label: &str) -> String {
 mod tests {
     use super::*;
     use crate::report::{GuestOs, NicKind};
+    use crate::verdict::Code;
 
     fn verdict(state: ServiceState, reason: &str) -> Verdict {
         Verdict::new(
             state,
             if state == ServiceState::Ok {
-                "ok"
+                Code::Ok
             } else {
-                "rtt_high"
+                Code::RttHigh
             },
             reason,
         )

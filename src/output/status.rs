@@ -5,8 +5,9 @@
 use super::json::{document, Flavor};
 use super::Rendered;
 use super::{counts_text, exit_code_for, fixed_decimal, one_line, truncate_chars, worst_first};
-use crate::report::{AgentReport, NicReport, Report, TargetReport, Thresholds, Verdict, VmReport};
-use crate::state::ServiceState;
+use crate::report::{AgentReport, NicReport, Report, TargetReport, Thresholds, VmReport};
+use crate::verdict::ServiceState;
+use crate::verdict::Verdict;
 
 /// Widest line of the table, in characters.
 const WIDTH: usize = 80;
@@ -123,7 +124,7 @@ fn vm_rows(
     } = agent;
     let nics_ok = nics
         .iter()
-        .filter(|nic| nic.verdict.state == crate::state::ServiceState::Ok)
+        .filter(|nic| nic.verdict.state == crate::verdict::ServiceState::Ok)
         .count();
     let ext_rtt = match external {
         Some(TargetReport {

@@ -5,8 +5,10 @@
 
 use super::{one_line, reachable, truncate_chars, Rendered};
 use crate::report::{
-    AgentReport, NicReport, Report, StateCounts, TargetReport, Thresholds, Verdict, VmReport,
+    AgentReport, NicReport, Report, StateCounts, TargetReport, Thresholds, VmReport,
 };
+use crate::verdict::Code;
+use crate::verdict::Verdict;
 use std::collections::BTreeMap;
 
 /// String fields longer than this are cut (InfluxDB caps string fields at
@@ -89,9 +91,9 @@ fn vm_points(vm: &VmReport) -> Vec<Point> {
         .tag("os", os.as_str())
         .int("state_code", state.code())
         .string("state", state.as_str())
-        .string("code", code)
+        .string("code", code.as_str())
         .string("reason", reason)
-        .bool("agent_up", Some(agent_verdict.code == "ok"))
+        .bool("agent_up", Some(agent_verdict.code == Code::Ok))
         .float("duration_ms", Some(*duration_ms))
         .int("agent_commands", *agent_commands)
         .int("agent_execs", *agent_execs)];
@@ -124,7 +126,7 @@ fn vm_points(vm: &VmReport) -> Vec<Point> {
         }
         points.push(
             point
-                .string("code", verdict.code)
+                .string("code", verdict.code.as_str())
                 .string("reason", &verdict.reason),
         );
     }
@@ -141,7 +143,7 @@ fn vm_points(vm: &VmReport) -> Vec<Point> {
                 .int("state_code", verdict.state.code())
                 .bool("reachable", reachable(verdict, *rtt_ms))
                 .float("rtt_ms", *rtt_ms)
-                .string("code", verdict.code)
+                .string("code", verdict.code.as_str())
                 .string("reason", &verdict.reason),
         );
     }

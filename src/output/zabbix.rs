@@ -186,11 +186,13 @@ fn to_json<T: Serialize>(report: &Report, value: &T) -> Rendered {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{GuestOs, NicKind, Verdict};
-    use crate::state::ServiceState;
+    use crate::report::{GuestOs, NicKind};
+    use crate::verdict::Code;
+    use crate::verdict::ServiceState;
+    use crate::verdict::Verdict;
 
     fn report() -> Report {
-        let ok = |reason: &str| Verdict::new(ServiceState::Ok, "ok", reason);
+        let ok = |reason: &str| Verdict::new(ServiceState::Ok, Code::Ok, reason);
         Report {
             vms: vec![VmReport {
                 name: "web 01, \"x\"=ü\\".to_string(),
@@ -211,7 +213,7 @@ mod tests {
                     gateway: None,
                     gateway_source: None,
                     kind: NicKind::Internal,
-                    verdict: Verdict::new(ServiceState::Ok, "no_gateway", "no gateway known"),
+                    verdict: Verdict::new(ServiceState::Ok, Code::NoGateway, "no gateway known"),
                     rtt_ms: None,
                 }],
                 external: None,

@@ -6,6 +6,7 @@ use crate::inventory::fake::OneShotConnector;
 use crate::inventory::{AgentConnector, ChannelState, NicConfig, VmTarget};
 use crate::qga::fake::{CallLog, FakeTransport};
 use crate::qga::{AgentError, AgentTransport};
+use crate::verdict::{Code, ServiceState};
 use base64::Engine;
 use serde_json::{json, Value};
 use std::sync::Mutex;
@@ -189,7 +190,7 @@ fn gateway_down_is_critical_and_named() {
     }
     let (vm, _) = probe(linux_guest(true, gw_down), &cfg());
     assert_eq!(vm.verdict.state, ServiceState::Critical);
-    assert_eq!(vm.verdict.code, "gateway_unreachable");
+    assert_eq!(vm.verdict.code, Code::GatewayUnreachable);
     assert_eq!(
         vm.verdict.reason,
         "eth0: gateway 192.0.2.1 unreachable (no reply)"
@@ -207,7 +208,7 @@ fn external_down_is_critical_while_gateway_stays_ok() {
         }
     }
     let (vm, _) = probe(linux_guest(true, ext_down), &cfg());
-    assert_eq!(vm.verdict.code, "external_unreachable");
+    assert_eq!(vm.verdict.code, Code::ExternalUnreachable);
     assert_eq!(vm.nics[0].verdict.state, ServiceState::Ok);
 }
 
@@ -217,8 +218,8 @@ fn exec_disabled_is_unknown_with_its_own_reason_and_runs_nothing() {
     assert_eq!(vm.agent.verdict.state, ServiceState::Ok);
     assert_eq!(vm.agent.exec_enabled, Some(false));
     assert_eq!(vm.verdict.state, ServiceState::Unknown);
-    assert_eq!(vm.verdict.code, "exec_disabled");
-    assert_eq!(vm.external.unwrap().verdict.code, "exec_disabled");
+    assert_eq!(vm.verdict.code, Code::ExecDisabled);
+    assert_eq!(vm.external.unwrap().verdict.code, Code::ExecDisabled);
     assert!(calls.lock().unwrap().iter().all(|(c, _)| c != "guest-exec"));
 }
 
@@ -234,7 +235,7 @@ fn silent_agent_is_unknown_and_agent_down_state_can_raise_it() {
     };
     let (vm, _) = probe(silent(), &cfg());
     assert_eq!(vm.verdict.state, ServiceState::Unknown);
-    assert_eq!(vm.verdict.code, "agent_timeout");
+    assert_eq!(vm.verdict.code, Code::AgentTimeout);
     let mut critical = cfg();
     critical.policy.agent_down_state = ServiceState::Critical;
     let (vm, _) = probe(silent(), &critical);
@@ -248,8 +249,8 @@ fn agent_dying_mid_run_marks_the_rest_unknown() {
         AgentError::Disconnected("agent closed the connection".into()),
     );
     let (vm, _) = probe(guest, &cfg());
-    assert_eq!(vm.verdict.code, "agent_disconnected");
-    assert_eq!(vm.nics[0].verdict.code, "agent_disconnected");
+    assert_eq!(vm.verdict.code, Code::AgentDisconnected);
+    assert_eq!(vm.nics[0].verdict.code, Code::AgentDisconnected);
 }
 
 #[test]
@@ -273,7 +274,7 @@ fn no_gateway_is_reported_not_failed() {
             json!({"exited": true, "exitcode": 0, "out-data": b64(IPUTILS_OK)}),
         );
     let (vm, _) = probe(guest, &cfg());
-    assert_eq!(vm.nics[0].verdict.code, "no_gateway");
+    assert_eq!(vm.nics[0].verdict.code, Code::NoGateway);
     assert_eq!(vm.nics[0].verdict.state, ServiceState::Ok);
     assert_eq!(vm.verdict.state, ServiceState::Ok);
 }
@@ -309,7 +310,8 @@ fn windows_guest_uses_ping_exe_and_the_ttl_rule() {
     assert_eq!(vm.nics.len(), 1);
     assert_eq!(vm.nics[0].gateway, Some("192.0.2.1".parse().unwrap()));
     assert_eq!(
-        vm.nics[0].verdict.code, "gateway_unreachable",
+        vm.nics[0].verdict.code,
+        Code::GatewayUnreachable,
         "exit 0 without TTL= is a failure"
     );
     let calls = calls.lock().unwrap();
@@ -352,7 +354,10 @@ fn missing_ping_binaries_are_tried_in_order_then_reported() {
         })
     });
     let (vm, calls) = probe(guest, &cfg());
-    assert_eq!(vm.external.as_ref().unwrap().verdict.code, "ping_missing");
+    assert_eq!(
+        vm.external.as_ref().unwrap().verdict.code,
+        Code::PingMissing
+    );
     let tried: Vec<String> = calls
         .lock()
         .unwrap()
@@ -406,8 +411,8 @@ fn libvirt_nics_join_by_mac_and_use_the_network_gateway() {
     assert_eq!(vm.nics[0].host_dev.as_deref(), Some("vnet0"));
     assert_eq!(vm.nics[0].verdict.state, ServiceState::Ok);
     assert_eq!(vm.nics[1].kind, NicKind::Internal);
-    assert_eq!(vm.nics[1].verdict.code, "nic_missing");
-    assert_eq!(vm.nics[2].verdict.code, "nic_missing");
+    assert_eq!(vm.nics[1].verdict.code, Code::NicMissing);
+    assert_eq!(vm.nics[2].verdict.code, Code::NicMissing);
     assert_eq!(vm.verdict.state, ServiceState::Critical);
 }
 
@@ -431,7 +436,7 @@ fn no_exec_reports_interfaces_without_running_anything() {
     cfg.fallback_gateway = Some("192.0.2.1".parse().unwrap());
     let (vm, calls) = probe(linux_guest(true, all_ok), &cfg);
     assert!(calls.lock().unwrap().iter().all(|(c, _)| c != "guest-exec"));
-    assert_eq!(vm.nics[0].verdict.code, "not_checked");
+    assert_eq!(vm.nics[0].verdict.code, Code::NotChecked);
     assert_eq!(vm.verdict.state, ServiceState::Ok);
     assert!(vm.external.is_none());
 }
@@ -449,11 +454,11 @@ fn not_running_and_channel_states_come_before_the_agent() {
     let vm = probe_vm(&target, &cfg(), Instant::now() + Duration::from_secs(1));
     assert_eq!(
         (vm.verdict.state, vm.verdict.code),
-        (ServiceState::Critical, "vm_not_running")
+        (ServiceState::Critical, Code::VmNotRunning)
     );
     for (channel, code) in [
-        (ChannelState::Missing, "no_agent_channel"),
-        (ChannelState::Disconnected, "agent_not_connected"),
+        (ChannelState::Missing, Code::NoAgentChannel),
+        (ChannelState::Disconnected, Code::AgentNotConnected),
     ] {
         let mut target = target_with(FakeTransport::new(), vec![]);
         target.channel = channel;
@@ -491,7 +496,7 @@ fn runner_reports_unfinished_vms_as_timed_out_and_keeps_the_rest() {
     );
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(reports[0].name, "stuck");
-    assert_eq!(reports[0].verdict.code, "timed_out");
+    assert_eq!(reports[0].verdict.code, Code::TimedOut);
     assert_eq!(reports[1].name, "vm1");
     assert_eq!(reports[1].verdict.state, ServiceState::Ok);
 }
@@ -502,5 +507,5 @@ fn rtt_thresholds_apply_to_gateway_and_external() {
     cfg.policy.rtt_warning = Some("0.1".parse().unwrap());
     let (vm, _) = probe(linux_guest(true, all_ok), &cfg);
     assert_eq!(vm.verdict.state, ServiceState::Warning);
-    assert_eq!(vm.verdict.code, "rtt_high");
+    assert_eq!(vm.verdict.code, Code::RttHigh);
 }

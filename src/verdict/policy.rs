@@ -1,10 +1,9 @@
 //! The state policy: the one place that decides which finding is OK, WARNING,
 //! CRITICAL or UNKNOWN, with its stable code and one-line reason.
 
+use super::threshold::Range;
+use super::{Code, ServiceState, Verdict};
 use crate::qga::AgentError;
-use crate::report::Verdict;
-use crate::state::ServiceState;
-use crate::threshold::Range;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -82,38 +81,38 @@ impl Policy {
         use ServiceState::*;
         let agent_down = self.agent_down_state;
         match finding {
-            Finding::VmNotRunning => Verdict::new(Critical, "vm_not_running", "VM not running"),
+            Finding::VmNotRunning => Verdict::new(Critical, Code::VmNotRunning, "VM not running"),
             Finding::AgentUp(version) if version.is_empty() => {
-                Verdict::new(Ok, "ok", "guest agent responding")
+                Verdict::new(Ok, Code::Ok, "guest agent responding")
             }
             Finding::AgentUp(version) => {
-                Verdict::new(Ok, "ok", format!("guest agent {version} responding"))
+                Verdict::new(Ok, Code::Ok, format!("guest agent {version} responding"))
             }
             Finding::Agent(error) => {
                 let (state, code) = match error {
-                    AgentError::NoChannel => (agent_down, "no_agent_channel"),
-                    AgentError::NotConnected => (agent_down, "agent_not_connected"),
-                    AgentError::Timeout { .. } => (agent_down, "agent_timeout"),
-                    AgentError::Disconnected(_) => (agent_down, "agent_disconnected"),
-                    AgentError::Connect(_) => (agent_down, "agent_unreachable"),
-                    AgentError::Protocol(_) => (agent_down, "agent_protocol_error"),
-                    AgentError::NotRunning => (Critical, "vm_not_running"),
-                    AgentError::Disabled { .. } => (Unknown, "agent_command_disabled"),
-                    AgentError::NotFound { .. } => (Unknown, "agent_unsupported"),
-                    AgentError::Command { .. } => (Unknown, "agent_error"),
-                    AgentError::PermissionDenied(_) => (Unknown, "permission_denied"),
-                    AgentError::Host(_) => (Unknown, "host_error"),
+                    AgentError::NoChannel => (agent_down, Code::NoAgentChannel),
+                    AgentError::NotConnected => (agent_down, Code::AgentNotConnected),
+                    AgentError::Timeout { .. } => (agent_down, Code::AgentTimeout),
+                    AgentError::Disconnected(_) => (agent_down, Code::AgentDisconnected),
+                    AgentError::Connect(_) => (agent_down, Code::AgentUnreachable),
+                    AgentError::Protocol(_) => (agent_down, Code::AgentProtocolError),
+                    AgentError::NotRunning => (Critical, Code::VmNotRunning),
+                    AgentError::Disabled { .. } => (Unknown, Code::AgentCommandDisabled),
+                    AgentError::NotFound { .. } => (Unknown, Code::AgentUnsupported),
+                    AgentError::Command { .. } => (Unknown, Code::AgentError),
+                    AgentError::PermissionDenied(_) => (Unknown, Code::PermissionDenied),
+                    AgentError::Host(_) => (Unknown, Code::HostError),
                 };
                 Verdict::new(state, code, error.to_string())
             }
             Finding::ExecDisabled => Verdict::new(
                 Unknown,
-                "exec_disabled",
+                Code::ExecDisabled,
                 "guest-exec disabled by the guest agent's policy",
             ),
             Finding::TimedOut(limit) => Verdict::new(
                 Unknown,
-                "timed_out",
+                Code::TimedOut,
                 format!(
                     "timed out (no result within {})",
                     humantime::format_duration(*limit)
@@ -122,8 +121,8 @@ impl Policy {
             Finding::Reachable(target, rtt) => self.rtt_verdict(*target, *rtt),
             Finding::Unreachable(target, detail) => {
                 let code = match target {
-                    PingTarget::Gateway(_) => "gateway_unreachable",
-                    PingTarget::External(_) => "external_unreachable",
+                    PingTarget::Gateway(_) => Code::GatewayUnreachable,
+                    PingTarget::External(_) => Code::ExternalUnreachable,
                 };
                 let reason = if detail.is_empty() {
                     format!("{target} unreachable")
@@ -133,56 +132,58 @@ impl Policy {
                 Verdict::new(Critical, code, reason)
             }
             Finding::PingMissing => {
-                Verdict::new(Unknown, "ping_missing", "no ping binary in the guest")
+                Verdict::new(Unknown, Code::PingMissing, "no ping binary in the guest")
             }
             Finding::PingDenied(detail) => Verdict::new(
                 Unknown,
-                "ping_denied",
+                Code::PingDenied,
                 format!("ping not permitted in the guest: {detail}"),
             ),
             Finding::PingError(detail) => {
-                Verdict::new(Unknown, "ping_error", format!("ping failed: {detail}"))
+                Verdict::new(Unknown, Code::PingError, format!("ping failed: {detail}"))
             }
             Finding::PingUnfinished(limit) => Verdict::new(
                 Unknown,
-                "ping_timeout",
+                Code::PingTimeout,
                 format!(
                     "ping did not finish within {}",
                     humantime::format_duration(*limit)
                 ),
             ),
-            Finding::NoGateway => Verdict::new(Ok, "no_gateway", "no gateway known"),
+            Finding::NoGateway => Verdict::new(Ok, Code::NoGateway, "no gateway known"),
             Finding::LinkDown => {
-                Verdict::new(Critical, "link_down", "link down (libvirt link state)")
+                Verdict::new(Critical, Code::LinkDown, "link down (libvirt link state)")
             }
             Finding::NicMissing => {
-                Verdict::new(Critical, "nic_missing", "NIC not visible in the guest")
+                Verdict::new(Critical, Code::NicMissing, "NIC not visible in the guest")
             }
-            Finding::NoAddress => Verdict::new(Warning, "no_address", "no IP address in the guest"),
-            Finding::NotChecked(detail) => Verdict::new(Ok, "not_checked", detail.clone()),
+            Finding::NoAddress => {
+                Verdict::new(Warning, Code::NoAddress, "no IP address in the guest")
+            }
+            Finding::NotChecked(detail) => Verdict::new(Ok, Code::NotChecked, detail.clone()),
         }
     }
 
     fn rtt_verdict(&self, target: PingTarget, rtt: Option<f64>) -> Verdict {
         let Some(rtt) = rtt else {
-            return Verdict::new(ServiceState::Ok, "ok", format!("{target} reachable"));
+            return Verdict::new(ServiceState::Ok, Code::Ok, format!("{target} reachable"));
         };
         let shown = format_rtt(rtt);
         if let Some(range) = self.rtt_critical.as_ref().filter(|r| r.alerts(rtt)) {
             return Verdict::new(
                 ServiceState::Critical,
-                "rtt_high",
+                Code::RttHigh,
                 format!("{target} rtt {shown} outside critical range {range}"),
             );
         }
         if let Some(range) = self.rtt_warning.as_ref().filter(|r| r.alerts(rtt)) {
             return Verdict::new(
                 ServiceState::Warning,
-                "rtt_high",
+                Code::RttHigh,
                 format!("{target} rtt {shown} outside warning range {range}"),
             );
         }
-        Verdict::new(ServiceState::Ok, "ok", format!("{target} rtt {shown}"))
+        Verdict::new(ServiceState::Ok, Code::Ok, format!("{target} rtt {shown}"))
     }
 }
 
@@ -195,7 +196,7 @@ mod tests {
         PingTarget::Gateway("192.0.2.1".parse().unwrap())
     }
 
-    fn state(policy: &Policy, finding: Finding) -> (ServiceState, &'static str) {
+    fn state(policy: &Policy, finding: Finding) -> (ServiceState, Code) {
         let v = policy.verdict(&finding);
         (v.state, v.code)
     }
@@ -204,59 +205,59 @@ mod tests {
     fn every_finding_has_its_state_and_code() {
         let p = Policy::default();
         let ext = PingTarget::External("198.51.100.1".parse().unwrap());
-        let cases: Vec<(Finding, ServiceState, &str)> = vec![
-            (Finding::VmNotRunning, Critical, "vm_not_running"),
-            (Finding::AgentUp("7.2".into()), Ok, "ok"),
+        let cases: Vec<(Finding, ServiceState, Code)> = vec![
+            (Finding::VmNotRunning, Critical, Code::VmNotRunning),
+            (Finding::AgentUp("7.2".into()), Ok, Code::Ok),
             (
                 Finding::Agent(AgentError::NoChannel),
                 Unknown,
-                "no_agent_channel",
+                Code::NoAgentChannel,
             ),
             (
                 Finding::Agent(AgentError::NotConnected),
                 Unknown,
-                "agent_not_connected",
+                Code::AgentNotConnected,
             ),
             (
                 Finding::Agent(AgentError::Timeout {
                     command: "guest-info".into(),
                 }),
                 Unknown,
-                "agent_timeout",
+                Code::AgentTimeout,
             ),
             (
                 Finding::Agent(AgentError::Disconnected("eof".into())),
                 Unknown,
-                "agent_disconnected",
+                Code::AgentDisconnected,
             ),
             (
                 Finding::Agent(AgentError::Connect("x".into())),
                 Unknown,
-                "agent_unreachable",
+                Code::AgentUnreachable,
             ),
             (
                 Finding::Agent(AgentError::Protocol("x".into())),
                 Unknown,
-                "agent_protocol_error",
+                Code::AgentProtocolError,
             ),
             (
                 Finding::Agent(AgentError::NotRunning),
                 Critical,
-                "vm_not_running",
+                Code::VmNotRunning,
             ),
             (
                 Finding::Agent(AgentError::Disabled {
                     command: "guest-info".into(),
                 }),
                 Unknown,
-                "agent_command_disabled",
+                Code::AgentCommandDisabled,
             ),
             (
                 Finding::Agent(AgentError::NotFound {
                     command: "x".into(),
                 }),
                 Unknown,
-                "agent_unsupported",
+                Code::AgentUnsupported,
             ),
             (
                 Finding::Agent(AgentError::Command {
@@ -264,49 +265,49 @@ mod tests {
                     desc: "y".into(),
                 }),
                 Unknown,
-                "agent_error",
+                Code::AgentError,
             ),
             (
                 Finding::Agent(AgentError::PermissionDenied("ro".into())),
                 Unknown,
-                "permission_denied",
+                Code::PermissionDenied,
             ),
             (
                 Finding::Agent(AgentError::Host("x".into())),
                 Unknown,
-                "host_error",
+                Code::HostError,
             ),
-            (Finding::ExecDisabled, Unknown, "exec_disabled"),
+            (Finding::ExecDisabled, Unknown, Code::ExecDisabled),
             (
                 Finding::TimedOut(Duration::from_secs(10)),
                 Unknown,
-                "timed_out",
+                Code::TimedOut,
             ),
-            (Finding::Reachable(gw(), Some(1.0)), Ok, "ok"),
-            (Finding::Reachable(gw(), None), Ok, "ok"),
+            (Finding::Reachable(gw(), Some(1.0)), Ok, Code::Ok),
+            (Finding::Reachable(gw(), None), Ok, Code::Ok),
             (
                 Finding::Unreachable(gw(), String::new()),
                 Critical,
-                "gateway_unreachable",
+                Code::GatewayUnreachable,
             ),
             (
                 Finding::Unreachable(ext, "100% loss".into()),
                 Critical,
-                "external_unreachable",
+                Code::ExternalUnreachable,
             ),
-            (Finding::PingMissing, Unknown, "ping_missing"),
-            (Finding::PingDenied("x".into()), Unknown, "ping_denied"),
-            (Finding::PingError("x".into()), Unknown, "ping_error"),
+            (Finding::PingMissing, Unknown, Code::PingMissing),
+            (Finding::PingDenied("x".into()), Unknown, Code::PingDenied),
+            (Finding::PingError("x".into()), Unknown, Code::PingError),
             (
                 Finding::PingUnfinished(Duration::from_secs(3)),
                 Unknown,
-                "ping_timeout",
+                Code::PingTimeout,
             ),
-            (Finding::NoGateway, Ok, "no_gateway"),
-            (Finding::LinkDown, Critical, "link_down"),
-            (Finding::NicMissing, Critical, "nic_missing"),
-            (Finding::NoAddress, Warning, "no_address"),
-            (Finding::NotChecked("up".into()), Ok, "not_checked"),
+            (Finding::NoGateway, Ok, Code::NoGateway),
+            (Finding::LinkDown, Critical, Code::LinkDown),
+            (Finding::NicMissing, Critical, Code::NicMissing),
+            (Finding::NoAddress, Warning, Code::NoAddress),
+            (Finding::NotChecked("up".into()), Ok, Code::NotChecked),
         ];
         for (finding, want_state, want_code) in cases {
             assert_eq!(
@@ -351,14 +352,17 @@ mod tests {
             rtt_critical: Some("500".parse().unwrap()),
             ..Policy::default()
         };
-        assert_eq!(state(&p, Finding::Reachable(gw(), Some(50.0))), (Ok, "ok"));
+        assert_eq!(
+            state(&p, Finding::Reachable(gw(), Some(50.0))),
+            (Ok, Code::Ok)
+        );
         assert_eq!(
             state(&p, Finding::Reachable(gw(), Some(150.0))),
-            (Warning, "rtt_high")
+            (Warning, Code::RttHigh)
         );
         assert_eq!(
             state(&p, Finding::Reachable(gw(), Some(600.0))),
-            (Critical, "rtt_high")
+            (Critical, Code::RttHigh)
         );
         let v = p.verdict(&Finding::Reachable(gw(), Some(150.0)));
         assert_eq!(

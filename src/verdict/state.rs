@@ -1,6 +1,6 @@
 //! Service states as monitoring systems know them, ordered by severity.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
@@ -8,7 +8,7 @@ use std::str::FromStr;
 ///
 /// Ordered by how bad it is for "worst state wins" aggregation:
 /// `Ok < Unknown < Warning < Critical`. A known failure outranks not knowing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum ServiceState {
     Ok,

@@ -3,9 +3,9 @@
 //! reason. A probe that could not tell (UNKNOWN: agent down, exec
 //! disabled, booting) neither counts nor resets; anything else resets.
 
-use crate::probe::summarize;
-use crate::report::{Verdict, VmReport};
-use crate::state::ServiceState;
+use super::summary::summarize;
+use super::{ServiceState, Verdict};
+use crate::report::VmReport;
 use std::collections::BTreeMap;
 
 /// Updates `streaks` (kept in the state directory) with this probe of `vm`
@@ -63,9 +63,10 @@ fn debounce(
 mod tests {
     use super::*;
     use crate::report::{AgentReport, GuestOs, NicKind, NicReport, TargetReport};
+    use crate::verdict::Code;
 
     fn vm(nic_state: ServiceState, ext_state: ServiceState) -> VmReport {
-        let agent = Verdict::new(ServiceState::Ok, "ok", "guest agent 7.2 responding");
+        let agent = Verdict::new(ServiceState::Ok, Code::Ok, "guest agent 7.2 responding");
         VmReport {
             name: "vm1".into(),
             uuid: None,
@@ -87,14 +88,14 @@ mod tests {
                 kind: NicKind::Internal,
                 verdict: Verdict::new(
                     nic_state,
-                    "gateway_unreachable",
+                    Code::GatewayUnreachable,
                     "gateway 192.0.2.1 unreachable",
                 ),
                 rtt_ms: None,
             }],
             external: Some(TargetReport {
                 address: "198.51.100.1".parse().unwrap(),
-                verdict: Verdict::new(ext_state, "external_unreachable", "external unreachable"),
+                verdict: Verdict::new(ext_state, Code::ExternalUnreachable, "external unreachable"),
                 rtt_ms: None,
             }),
             duration_ms: 1.0,
