@@ -254,11 +254,50 @@ pub fn render(command: &Command, report: &Report) -> Rendered {
         } => output::render_discovery_nics(report),
         Command::Zabbix(_) => output::render_zabbix(report),
         Command::Telegraf { .. } => output::render_telegraf(report),
+        Command::Prometheus { .. } => output::render_prometheus(report),
         Command::Status { json: true, .. } => output::render_status_json(report),
         Command::Status { json: false, .. } => {
             output::render_status_table_styled(report, use_color())
         }
     }
+}
+
+/// The `--textfile` of `vmnetprobe prometheus`, checked before the probe
+/// runs: node_exporter reads only `*.prom` files from a directory.
+pub fn textfile(command: &Command) -> Result<Option<&Path>, ConfigError> {
+    let Command::Prometheus {
+        textfile: Some(path),
+        ..
+    } = command
+    else {
+        return Ok(None);
+    };
+    let named = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.ends_with(".prom") && n.len() > ".prom".len());
+    if !named {
+        return Err(ConfigError(format!(
+            "invalid --textfile '{}': the file name must end in .prom (node_exporter reads only those)",
+            path.display()
+        )));
+    }
+    Ok(Some(path))
+}
+
+/// Writes `text` to `path` atomically, for node_exporter's textfile
+/// collector: it never sees a half-written file.
+pub fn write_textfile(path: &Path, text: &str) -> Result<(), String> {
+    let fail = |e: std::io::Error| format!("cannot write --textfile {}: {e}", path.display());
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| fail(std::io::Error::other("no file name")))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    crate::statedir::write_atomically(dir, name, text.as_bytes()).map_err(fail)
 }
 
 /// Colour in the status table: only for a terminal, and never with

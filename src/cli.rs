@@ -59,6 +59,17 @@ pub enum Command {
         #[command(flatten)]
         target: TargetArgs,
     },
+    /// Prometheus text exposition format, or a file for node_exporter's
+    /// textfile collector.
+    #[command(help_template = HELP_TEMPLATE)]
+    Prometheus {
+        /// Write to this file (atomically: temp file + rename in the same
+        /// directory) instead of stdout; it must end in `.prom`.
+        #[arg(long, value_name = "PATH")]
+        textfile: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
     /// Human-readable table, or JSON for scripts.
     #[command(help_template = HELP_TEMPLATE)]
     Status {
@@ -198,6 +209,7 @@ impl Command {
             Command::Nagios(t) | Command::Zabbix(t) => t,
             Command::Discover { target, .. }
             | Command::Telegraf { target, .. }
+            | Command::Prometheus { target, .. }
             | Command::Status { target, .. } => target,
         }
     }

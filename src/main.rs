@@ -56,6 +56,10 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return config_failure(&args.command, &e),
     };
+    let textfile = match app::textfile(&args.command) {
+        Ok(t) => t,
+        Err(e) => return config_failure(&args.command, &e),
+    };
     if let Command::Telegraf { execd: true, .. } = args.command {
         let stdin = std::io::stdin();
         let mut input = stdin.lock();
@@ -67,6 +71,13 @@ fn main() -> ExitCode {
     }
     let report = app::collect(&config);
     let rendered = app::render(&args.command, &report);
+    if let Some(path) = textfile {
+        if let Err(e) = app::write_textfile(path, &rendered.text) {
+            eprintln!("vmnetprobe: {e}");
+            return ExitCode::from(USAGE_EXIT);
+        }
+        return ExitCode::from(rendered.exit_code);
+    }
     print(&rendered.text);
     ExitCode::from(rendered.exit_code)
 }

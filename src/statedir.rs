@@ -114,26 +114,38 @@ impl StateDir {
         serde_json::from_slice(&text).ok()
     }
 
-    /// Writes a JSON file atomically: a unique temp file in the same
-    /// directory, fsync, then rename over the old one.
+    /// Writes a JSON file atomically (see [`write_atomically`]).
     pub fn write<T: Serialize>(&self, name: &str, value: &T) -> std::io::Result<()> {
         let data = serde_json::to_vec(value).map_err(std::io::Error::other)?;
-        let temp = self.path.join(format!(
-            ".{name}.{}.{}.tmp",
-            std::process::id(),
-            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let result = (|| {
-            let mut file = File::create(&temp)?;
-            file.write_all(&data)?;
-            file.sync_all()?;
-            std::fs::rename(&temp, self.path.join(name))
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&temp);
-        }
-        result
+        write_atomically(&self.path, name, &data)
     }
+}
+
+/// Replaces `dir/name` atomically: a unique temp file in the same
+/// directory (a dot name, so collectors that read `*.prom` or `*.json`
+/// never see it half written), fsync, then rename over the old file.
+/// The temp file is created exclusively (`O_EXCL`), so a planted symlink
+/// is never followed; the rename replaces a symlink at `name` itself,
+/// never its target.
+pub fn write_atomically(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
+    let temp = dir.join(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)?;
+        file.write_all(data)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, dir.join(name))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
 }
 
 #[cfg(test)]
@@ -173,6 +185,23 @@ mod tests {
         assert!(state.lock("b", Duration::from_millis(10)).is_some());
         drop(held);
         assert!(state.lock("a", Duration::from_millis(10)).is_some());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn atomic_writes_replace_a_symlink_instead_of_following_it() {
+        let dir = temp_dir("symlink");
+        std::fs::create_dir_all(&dir).expect("dir");
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "keep").expect("victim");
+        std::os::unix::fs::symlink(&victim, dir.join("out.prom")).expect("symlink");
+        write_atomically(&dir, "out.prom", b"new").expect("write");
+        assert_eq!(std::fs::read_to_string(&victim).expect("read"), "keep");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("out.prom")).expect("read"),
+            "new"
+        );
+        assert!(!dir.join("out.prom").is_symlink());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

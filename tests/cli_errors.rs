@@ -18,11 +18,12 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 const EXT: &str = "198.51.100.1";
-const MODES: [&[&str]; 6] = [
+const MODES: [&[&str]; 7] = [
     &["nagios"],
     &["status", "--json"],
     &["zabbix"],
     &["telegraf"],
+    &["prometheus"],
     &["discover", "vms"],
     &["discover", "nics"],
 ];
@@ -227,6 +228,11 @@ fn assert_fatal(args_tail: &[&str], fragment: &str) {
                 assert!(stdout.starts_with("vmnetprobe_run "), "{context}");
                 assert!(stdout.contains("error=\""), "{context}");
             }
+            "prometheus" => {
+                assert_eq!(out.status.code(), Some(3), "{context}");
+                assert!(stdout.starts_with("# vmnetprobe error: "), "{context}");
+                assert!(stdout.contains("\nvmnetprobe_up 0\n"), "{context}");
+            }
             _ => {
                 assert_eq!(out.status.code(), Some(3), "{context}");
                 let doc: serde_json::Value =
@@ -273,6 +279,49 @@ fn unreachable_libvirt_is_fatal_in_every_format() {
         &["--connect", "vmnetprobe-no-such-driver:///x"],
         "vmnetprobe-no-such-driver:///x",
     );
+}
+
+#[test]
+fn textfile_needs_a_prom_name_and_gets_the_failed_run() {
+    for bad in ["/tmp/vmnetprobe.txt", "/tmp/.prom", "/"] {
+        let mut args = vec!["prometheus", "--textfile", bad];
+        args.extend(safe_target());
+        assert_usage_error(&["prometheus"], &run(&args), "--textfile");
+    }
+    let dir = temp_dir("textfile");
+    let file = dir.join("vmnetprobe.prom");
+    let path = file.display().to_string();
+    let out = run(&[
+        "prometheus",
+        "--textfile",
+        &path,
+        "--socket-glob",
+        "/nonexistent/vmnetprobe/*.qga",
+        "--external",
+        EXT,
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
+    let written = std::fs::read_to_string(&file).expect("textfile written");
+    assert!(written.contains("\nvmnetprobe_up 0\n"), "{written}");
+    let entries = std::fs::read_dir(&dir).expect("list").count();
+    assert_eq!(entries, 1, "no temp file left behind");
+    let missing = dir.join("no/such/dir/x.prom").display().to_string();
+    let out = run(&[
+        "prometheus",
+        "--textfile",
+        &missing,
+        "--socket-glob",
+        "/nonexistent/x/*.qga",
+        "--external",
+        EXT,
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        text(&out.stderr).starts_with("vmnetprobe: cannot write --textfile "),
+        "{out:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn temp_dir(tag: &str) -> PathBuf {

@@ -4,8 +4,8 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use vmnetprobe::output::{
-    render_discovery_nics, render_discovery_vms, render_nagios, render_status_json,
-    render_status_table, render_telegraf, render_zabbix, Rendered,
+    render_discovery_nics, render_discovery_vms, render_nagios, render_prometheus,
+    render_status_json, render_status_table, render_telegraf, render_zabbix, Rendered,
 };
 use vmnetprobe::report::{
     AgentReport, GatewaySource, GuestOs, NicKind, NicReport, Report, TargetReport, Thresholds,
@@ -377,6 +377,7 @@ fn every_format_matches_its_golden_file() {
         ("discovery_nics", render_discovery_nics(&report), 0),
         ("zabbix", render_zabbix(&report), 0),
         ("telegraf", render_telegraf(&report), 0),
+        ("prometheus", render_prometheus(&report), 0),
         ("status_table", render_status_table(&report), 0),
         ("status_json", render_status_json(&report), 0),
     ]);
@@ -388,6 +389,7 @@ fn a_failed_run_matches_its_golden_files() {
     check(&[
         ("nagios_fatal", render_nagios(&report), 3),
         ("telegraf_fatal", render_telegraf(&report), 0),
+        ("prometheus_fatal", render_prometheus(&report), 3),
     ]);
 }
 

@@ -1,12 +1,19 @@
-//! The README's example output is the golden files, verbatim.
+//! The READMEs' example output is the golden files, verbatim.
 //! `UPDATE_GOLDEN=1` rewrites the README blocks from the golden files.
 
 use std::path::Path;
 
 #[test]
 fn readme_examples_are_the_golden_files() {
+    assert!(golden_blocks("README.md") >= 3);
+    assert!(golden_blocks("plugins/prometheus/README.md") >= 1);
+}
+
+/// Checks (or rewrites) every golden block of the README at `rel`;
+/// returns how many there are.
+fn golden_blocks(rel: &str) -> usize {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let readme = std::fs::read_to_string(root.join(rel)).expect(rel);
     let mut checked = 0;
     let mut rest = readme.as_str();
     while let Some(start) = rest.find("<!-- golden:") {
@@ -26,18 +33,15 @@ fn readme_examples_are_the_golden_files() {
                 golden,
                 &readme[offset + body_end..]
             );
-            std::fs::write(root.join("README.md"), updated).expect("write README.md");
-            return readme_examples_are_the_golden_files();
+            std::fs::write(root.join(rel), updated).expect(rel);
+            return golden_blocks(rel);
         }
         assert_eq!(
             shown, golden,
-            "README block {name} differs from tests/golden/{name} (UPDATE_GOLDEN=1 rewrites it)"
+            "{rel}: block {name} differs from tests/golden/{name} (UPDATE_GOLDEN=1 rewrites it)"
         );
         checked += 1;
         rest = &after[body_end..];
     }
-    assert!(
-        checked >= 3,
-        "expected golden blocks in the README, found {checked}"
-    );
+    checked
 }

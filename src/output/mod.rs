@@ -7,6 +7,7 @@
 
 mod json;
 mod nagios;
+mod prometheus;
 mod status;
 mod telegraf;
 mod zabbix;
@@ -16,6 +17,7 @@ use crate::verdict::ServiceState;
 use crate::verdict::{Code, Verdict};
 
 pub use nagios::render_nagios;
+pub use prometheus::{render_prometheus, render_serve_counters, ServeCounters};
 pub use status::{render_status_json, render_status_table, render_status_table_styled};
 pub use telegraf::render_telegraf;
 pub use zabbix::{render_discovery_nics, render_discovery_vms, render_zabbix};
