@@ -48,28 +48,109 @@ fn fresh_id() -> u64 {
     (nanos ^ (u64::from(std::process::id()) << 32)) & ((1 << 53) - 1)
 }
 
+/// The connect attempts' backoff: first retry after 1 ms, doubling to this.
+const MAX_CONNECT_RETRY: Duration = Duration::from_millis(50);
+
+fn connect_error(path: &Path, err: &std::io::Error) -> AgentError {
+    match err.kind() {
+        ErrorKind::NotFound => AgentError::Connect(format!("{}: no such socket", path.display())),
+        ErrorKind::ConnectionRefused => {
+            AgentError::Connect(format!("{}: no agent listening", path.display()))
+        }
+        ErrorKind::PermissionDenied => {
+            AgentError::PermissionDenied(format!("cannot open {}", path.display()))
+        }
+        _ => AgentError::Connect(format!("{}: {err}", path.display())),
+    }
+}
+
+/// The `sockaddr_un` for `path` and its length.
+pub fn unix_addr(path: &Path) -> Result<(libc::sockaddr_un, libc::socklen_t), AgentError> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: sockaddr_un is plain data; all-zero is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+        return Err(AgentError::Connect(format!(
+            "{}: path too long for a unix socket",
+            path.display()
+        )));
+    }
+    for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
+    Ok((addr, len as libc::socklen_t))
+}
+
+/// `connect()` with a deadline. std's blocks without limit when the
+/// listener's backlog is full (a QEMU that never accepts, or a hung one):
+/// here the socket is non-blocking, a full backlog (EAGAIN on Linux unix
+/// sockets) is retried with a short backoff, and the deadline ends it as a
+/// timeout, like a silent agent.
+fn connect_stream(path: &Path, deadline: Instant) -> Result<UnixStream, AgentError> {
+    use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd};
+    let timeout = || AgentError::Timeout {
+        command: "connect".into(),
+    };
+    let (addr, len) = unix_addr(path)?;
+    let mut delay = Duration::from_millis(1);
+    loop {
+        // SAFETY: plain socket(2); the fd is owned at once.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_UNIX,
+                libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
+        };
+        if raw < 0 {
+            return Err(connect_error(path, &std::io::Error::last_os_error()));
+        }
+        // SAFETY: `raw` is a fresh descriptor nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: `addr` is a valid sockaddr_un and `len` is within it.
+        let rc = unsafe {
+            libc::connect(
+                fd.as_raw_fd(),
+                std::ptr::addr_of!(addr).cast::<libc::sockaddr>(),
+                len,
+            )
+        };
+        let err = std::io::Error::last_os_error();
+        if rc == 0 {
+            let stream = UnixStream::from(fd);
+            stream
+                .set_nonblocking(false)
+                .map_err(|e| connect_error(path, &e))?;
+            return Ok(stream);
+        }
+        match err.raw_os_error() {
+            Some(libc::EAGAIN | libc::EINPROGRESS | libc::EINTR) => {}
+            _ => return Err(connect_error(path, &err)),
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(timeout());
+        }
+        std::thread::sleep(delay.min(deadline - now));
+        delay = (delay * 2).min(MAX_CONNECT_RETRY);
+    }
+}
+
 impl SocketTransport {
     /// Connects and performs the sync handshake within `timeout`.
     pub fn connect(path: &Path, timeout: Duration) -> Result<Self, AgentError> {
-        let stream = UnixStream::connect(path).map_err(|e| match e.kind() {
-            ErrorKind::NotFound => {
-                AgentError::Connect(format!("{}: no such socket", path.display()))
-            }
-            ErrorKind::ConnectionRefused => {
-                AgentError::Connect(format!("{}: no agent listening", path.display()))
-            }
-            ErrorKind::PermissionDenied => {
-                AgentError::PermissionDenied(format!("cannot open {}", path.display()))
-            }
-            _ => AgentError::Connect(format!("{}: {e}", path.display())),
-        })?;
+        let deadline = Instant::now() + timeout;
+        let stream = connect_stream(path, deadline)?;
         let mut transport = SocketTransport {
             stream,
             buffer: Vec::new(),
             next_id: fresh_id(),
             needs_sync: true,
         };
-        transport.sync(Instant::now() + timeout)?;
+        transport.sync(deadline)?;
         Ok(transport)
     }
 
@@ -272,6 +353,7 @@ impl AgentTransport for SocketTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::io::OwnedFd;
 
     fn transport(stream: UnixStream) -> SocketTransport {
         SocketTransport {
@@ -280,6 +362,41 @@ mod tests {
             next_id: 7,
             needs_sync: true,
         }
+    }
+
+    /// A listener with a backlog of 0 that never accepts, and the one
+    /// connection that fills its queue.
+    fn full_listener(path: &Path) -> (OwnedFd, UnixStream) {
+        use std::os::unix::io::{AsRawFd, FromRawFd};
+        let (addr, len) = unix_addr(path).unwrap();
+        // SAFETY: plain socket/bind/listen on a descriptor owned at once.
+        let fd = unsafe { OwnedFd::from_raw_fd(libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0)) };
+        let bound = unsafe {
+            libc::bind(fd.as_raw_fd(), std::ptr::addr_of!(addr).cast(), len) == 0
+                && libc::listen(fd.as_raw_fd(), 0) == 0
+        };
+        assert!(bound, "{}", std::io::Error::last_os_error());
+        let filler = connect_stream(path, Instant::now()).expect("first connect queues");
+        (fd, filler)
+    }
+
+    #[test]
+    fn a_listener_that_never_accepts_times_out_on_connect() {
+        let dir = std::env::temp_dir().join(format!("vmnp-backlog-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("full.sock");
+        let _full = full_listener(&path);
+        let started = Instant::now();
+        let err = SocketTransport::connect(&path, Duration::from_millis(300)).err();
+        let took = started.elapsed();
+        assert!(
+            matches!(&err, Some(AgentError::Timeout { command }) if command == "connect"),
+            "{:?}",
+            err.is_some()
+        );
+        assert!(took >= Duration::from_millis(290) && took < Duration::from_secs(2));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
