@@ -138,7 +138,9 @@ pub struct TargetArgs {
         allow_hyphen_values = true
     )]
     pub command_timeout: String,
-    /// VMs probed in parallel.
+    /// Agent commands under way at once, host-wide. Every VM is probed at
+    /// once; a VM waiting for its pings, or a command unanswered for 250 ms
+    /// (a silent agent), does not count.
     #[arg(short = 'j', long, value_name = "N", default_value_t = 32)]
     pub jobs: usize,
     /// Run nothing in the guests: report agent liveness and interfaces only.

@@ -812,8 +812,8 @@ fn real_agent_socket_removed_mid_run() {
     let b = other.socket_arg("b-fake");
     let unreachable = lab.unreachable.to_string();
     let (a_path, b_path) = (lab.socket.clone(), other.socket.clone());
-    // -j 1: a-real is probed first (a 2 s ping to a silent address); both
-    // socket files disappear while it runs, before b-fake is reached.
+    // Both sessions open at once (-j bounds commands, not VMs); both socket
+    // files disappear while a-real waits for a 2 s ping to a silent address.
     let remover = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(600));
         std::fs::remove_file(&a_path).expect("remove a");
@@ -855,9 +855,9 @@ fn real_agent_socket_removed_mid_run() {
     let real = vm(&doc, "a-real");
     assert_eq!(real["code"], "external_unreachable", "{real}");
     assert_eq!(real["nics"][0]["state"], "OK", "{real}");
+    // b-fake finished long before the files went: it waited for nobody.
     let fake = vm(&doc, "b-fake");
-    assert_eq!(fake["code"], "agent_unreachable", "{fake}");
-    assert!(str_of(fake, "reason").contains("no such socket"), "{fake}");
+    assert_eq!(fake["code"], "ok", "{fake}");
     // The next run finds neither.
     let run = run_vmnetprobe(
         &[

@@ -3,6 +3,7 @@
 //! data: every failure becomes a state and a reason on the VM or its NICs.
 
 pub mod exec;
+pub mod gate;
 pub mod gateway;
 pub mod ping;
 pub mod runner;
@@ -16,6 +17,7 @@ use crate::report::{
 use crate::verdict::policy::{Finding, PingTarget, Policy};
 use crate::verdict::summary::summarize;
 use crate::verdict::Verdict;
+use gate::CommandGate;
 use serde_json::Value;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -87,9 +89,12 @@ impl NicProbe {
     }
 }
 
-/// Counts the commands sent to the agent (the measure of how gentle a run is).
+/// Counts the commands sent to the agent (the measure of how gentle a run
+/// is), each under a lease of the run's command gate (`-j`).
 struct CountingTransport<'t> {
     inner: &'t mut dyn AgentTransport,
+    gate: &'t CommandGate,
+    deadline: Instant,
     sent: u32,
     execs: u32,
 }
@@ -105,6 +110,9 @@ impl AgentTransport for CountingTransport<'_> {
         if command == "guest-exec" {
             self.execs = self.execs.saturating_add(1);
         }
+        let _lease = self.gate.enter(self.deadline);
+        // Time spent at the gate comes out of this command's share.
+        let timeout = timeout.min(self.deadline.saturating_duration_since(Instant::now()));
         self.inner.execute(command, arguments, timeout)
     }
 }
@@ -212,7 +220,7 @@ impl<'c> VmProbe<'c> {
         }
     }
 
-    fn run(&mut self, target: &VmTarget, deadline: Instant) {
+    fn run(&mut self, target: &VmTarget, gate: &CommandGate, deadline: Instant) {
         let not_up = if !target.running {
             Some(Finding::VmNotRunning)
         } else {
@@ -227,11 +235,14 @@ impl<'c> VmProbe<'c> {
             self.forget();
             return self.agent_failed(finding);
         }
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let mut transport = match target
-            .connector
-            .connect(remaining.min(self.cfg.command_timeout))
-        {
+        let connected = {
+            let _lease = gate.enter(deadline);
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            target
+                .connector
+                .connect(remaining.min(self.cfg.command_timeout))
+        };
+        let mut transport = match connected {
             Ok(t) => t,
             Err(e) => {
                 self.forget();
@@ -240,6 +251,8 @@ impl<'c> VmProbe<'c> {
         };
         let mut counting = CountingTransport {
             inner: transport.as_mut(),
+            gate,
+            deadline,
             sent: 0,
             execs: 0,
         };
@@ -813,9 +826,19 @@ fn detect_os(
 
 /// Probes one VM until `deadline`. Never fails: problems are in the report.
 pub fn probe_vm(target: &VmTarget, cfg: &ProbeConfig, deadline: Instant) -> VmReport {
+    probe_vm_gated(target, cfg, &CommandGate::unlimited(), deadline)
+}
+
+/// As [`probe_vm`], with every agent command under a lease of `gate`.
+pub fn probe_vm_gated(
+    target: &VmTarget,
+    cfg: &ProbeConfig,
+    gate: &CommandGate,
+    deadline: Instant,
+) -> VmReport {
     let started = Instant::now();
     let mut probe = VmProbe::new(target, cfg);
-    probe.run(target, deadline);
+    probe.run(target, gate, deadline);
     probe.into_report(target, started)
 }
 

@@ -57,6 +57,18 @@ pub fn require_real(test: &str) -> bool {
     false
 }
 
+fn wait_for_socket(socket: &Path) {
+    let until = Instant::now() + Duration::from_secs(20);
+    while !socket.exists() {
+        assert!(
+            Instant::now() < until,
+            "qemu-ga did not create {}",
+            socket.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn run(cmd: &str, args: &[&str]) {
     let out = Command::new(cmd)
         .args(args)
@@ -88,6 +100,8 @@ pub struct AgentLab {
     pub unreachable: IpAddr,
     pub guest_ip: IpAddr,
     agent: Option<Child>,
+    /// Started by [`AgentLab::add_agents`]; killed on drop.
+    more_agents: Vec<Child>,
     options: LabOptions,
 }
 
@@ -113,6 +127,7 @@ impl AgentLab {
             unreachable: "203.0.113.1".parse().expect("ip"),
             guest_ip: "192.0.2.10".parse().expect("ip"),
             agent: None,
+            more_agents: Vec::new(),
             options,
         };
         lab.create_network();
@@ -157,10 +172,35 @@ impl AgentLab {
 
     /// Starts qemu-ga in the guest namespace and waits for its socket.
     pub fn start_agent(&mut self) {
-        let _ = std::fs::remove_file(&self.socket);
-        let socket = self.socket.to_string_lossy().into_owned();
-        let state = self.dir.to_string_lossy().into_owned();
-        let pidfile = self.dir.join("qga.pid").to_string_lossy().into_owned();
+        let socket = self.socket.clone();
+        let child = self.spawn_agent(&socket, &self.dir.clone());
+        self.agent = Some(child);
+        wait_for_socket(&socket);
+    }
+
+    /// Starts `count` more qemu-ga in the same guest namespace (the same
+    /// network: many VMs behind one gateway) and returns their sockets,
+    /// `DIR/more/vmNNN.sock`, once all exist.
+    pub fn add_agents(&mut self, count: usize) -> Vec<PathBuf> {
+        let base = self.dir.join("more");
+        let mut sockets = Vec::new();
+        for i in 0..count {
+            let state = base.join(format!("vm{i:04}"));
+            std::fs::create_dir_all(&state).expect("agent state dir");
+            let socket = base.join(format!("vm{i:04}.sock"));
+            let child = self.spawn_agent(&socket, &state);
+            self.more_agents.push(child);
+            sockets.push(socket);
+        }
+        for socket in &sockets {
+            wait_for_socket(socket);
+        }
+        sockets
+    }
+
+    fn spawn_agent(&self, socket: &Path, state: &Path) -> Child {
+        let _ = std::fs::remove_file(socket);
+        let pidfile = state.join("qga.pid").to_string_lossy().into_owned();
         let mut args = vec![
             "netns".to_string(),
             "exec".into(),
@@ -169,33 +209,23 @@ impl AgentLab {
             "-m".into(),
             "unix-listen".into(),
             "-p".into(),
-            socket,
+            socket.to_string_lossy().into_owned(),
             "-t".into(),
-            state,
+            state.to_string_lossy().into_owned(),
             "-f".into(),
             pidfile,
         ];
         if let Some(block) = &self.options.block_rpcs {
             args.push(format!("--block-rpcs={block}"));
         }
-        let log = std::fs::File::create(self.dir.join("qga.log")).expect("log file");
-        let child = Command::new("ip")
+        let log = std::fs::File::create(state.join("qga.log")).expect("log file");
+        Command::new("ip")
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("start qemu-ga");
-        self.agent = Some(child);
-        let until = Instant::now() + Duration::from_secs(10);
-        while !self.socket.exists() {
-            assert!(
-                Instant::now() < until,
-                "qemu-ga did not create {}",
-                self.socket.display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            .expect("start qemu-ga")
     }
 
     /// Kills qemu-ga (SIGKILL) and reaps it; the socket file stays behind.
@@ -222,6 +252,12 @@ impl AgentLab {
 impl Drop for AgentLab {
     fn drop(&mut self) {
         self.kill_agent();
+        for child in &mut self.more_agents {
+            let _ = child.kill();
+        }
+        for child in &mut self.more_agents {
+            let _ = child.wait();
+        }
         let _ = Command::new("ip")
             .args(["netns", "del", &self.guest_ns])
             .output();
@@ -238,9 +274,22 @@ pub fn vmnetprobe(args: &[&str]) -> Output {
 }
 
 pub fn vmnetprobe_with_stdin(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut cmd = Command::new(bin());
+    cmd.args(args);
+    run_with_limit(cmd, stdin, &format!("vmnetprobe {args:?}"))
+}
+
+/// Runs `program` (e.g. a wrapper such as prlimit around vmnetprobe) with
+/// the same hard limit.
+pub fn run_limited(program: &str, args: &[&str]) -> Output {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    run_with_limit(cmd, None, &format!("{program} {args:?}"))
+}
+
+fn run_with_limit(mut cmd: Command, stdin: Option<&[u8]>, what: &str) -> Output {
     use std::io::Write;
-    let mut child = Command::new(bin())
-        .args(args)
+    let mut child = cmd
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -249,7 +298,7 @@ pub fn vmnetprobe_with_stdin(args: &[&str], stdin: Option<&[u8]>) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("run vmnetprobe");
+        .unwrap_or_else(|e| panic!("run {what}: {e}"));
     if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
         pipe.write_all(data).expect("write stdin");
     }
@@ -260,10 +309,10 @@ pub fn vmnetprobe_with_stdin(args: &[&str], stdin: Option<&[u8]>) -> Output {
         let _ = sender.send(child.wait_with_output());
     });
     match receiver.recv_timeout(Duration::from_secs(60)) {
-        Ok(out) => out.expect("vmnetprobe output"),
+        Ok(out) => out.expect("output"),
         Err(_) => {
             let _ = Command::new("kill").args(["-9", &pid]).status();
-            panic!("vmnetprobe {args:?} did not finish within 60 s");
+            panic!("{what} did not finish within 60 s");
         }
     }
 }
