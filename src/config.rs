@@ -2,7 +2,8 @@
 //! ranges checked, transports chosen. Every error is one clear line.
 
 use crate::cli::TargetArgs;
-use crate::probe::ping::validate_target;
+use crate::probe::ping::{linux_wait_secs, validate_target};
+use crate::probe::runner::render_margin;
 use crate::probe::ProbeConfig;
 use crate::report::Thresholds;
 use crate::statedir::StateDir;
@@ -19,6 +20,9 @@ pub const DEFAULT_EXTERNAL: &str = "1.1.1.1";
 pub const DEFAULT_URI: &str = "qemu:///system";
 /// `--timeout` is bounded so a typo cannot stall a monitoring system.
 const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+/// What a VM needs before its pings start (connect, info, interfaces,
+/// routes: ~10 ms per VM here, BENCHMARKS.md), with room for a loaded host.
+const PING_SETUP: Duration = Duration::from_millis(100);
 
 /// Where the VMs come from.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,6 +110,28 @@ fn parse_range(option: &str, text: Option<&str>) -> Result<Option<Range>, Config
     .transpose()
 }
 
+/// A ping that cannot end before the deadline would make every VM whose
+/// ping goes unanswered UNKNOWN "timed out" instead of CRITICAL: refused.
+/// Linux guests wait whole seconds (`-W`), so that is what must fit.
+fn check_ping_fits(
+    ping_text: &str,
+    ping: Duration,
+    timeout_text: &str,
+    timeout: Duration,
+) -> Result<(), ConfigError> {
+    let wait = Duration::from_secs(linux_wait_secs(ping));
+    let room = timeout.saturating_sub(render_margin(timeout));
+    if wait + PING_SETUP <= room {
+        return Ok(());
+    }
+    let needed = wait + PING_SETUP + Duration::from_millis(200);
+    Err(ConfigError(format!(
+        "--ping-timeout {ping_text} does not fit in --timeout {timeout_text}: a ping waits up to {}s (whole seconds in Linux guests) and must end before the deadline; use --timeout {}ms or more",
+        wait.as_secs(),
+        needed.as_millis()
+    )))
+}
+
 /// `NAME=PATH`. VM names may contain `=`, socket paths are absolute: split
 /// before the last `=/`, else at the first `=`.
 fn parse_socket(spec: &str) -> Result<(String, PathBuf), ConfigError> {
@@ -154,6 +180,9 @@ impl Config {
         let timeout = parse_duration("--timeout", &args.timeout)?;
         let ping_timeout = parse_duration("--ping-timeout", &args.ping_timeout)?;
         let command_timeout = parse_duration("--command-timeout", &args.command_timeout)?;
+        if !args.no_exec {
+            check_ping_fits(&args.ping_timeout, ping_timeout, &args.timeout, timeout)?;
+        }
         let external = parse_address(
             "--external",
             args.external.as_deref().unwrap_or(DEFAULT_EXTERNAL),
@@ -364,6 +393,25 @@ mod tests {
             .unwrap_err()
             .0
             .starts_with("--booting-state"));
+    }
+
+    #[test]
+    fn a_ping_longer_than_the_deadline_allows_is_refused() {
+        let mut a = args();
+        a.timeout = "2500ms".into();
+        assert!(Config::from_args(&a).is_ok());
+        a.ping_timeout = "2s".into();
+        assert!(Config::from_args(&a).is_ok());
+        a.ping_timeout = "2.2s".into();
+        assert_eq!(
+            Config::from_args(&a).unwrap_err().0,
+            "--ping-timeout 2.2s does not fit in --timeout 2500ms: a ping waits up to 3s (whole seconds in Linux guests) and must end before the deadline; use --timeout 3300ms or more"
+        );
+        a.timeout = "1s".into();
+        a.ping_timeout = "500ms".into();
+        assert!(Config::from_args(&a).unwrap_err().0.contains("up to 1s"));
+        a.no_exec = true;
+        assert!(Config::from_args(&a).is_ok(), "no pings, nothing to fit");
     }
 
     #[test]

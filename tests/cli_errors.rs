@@ -137,6 +137,10 @@ fn bad_values_are_one_line_and_exit_3_in_every_mode() {
             "invalid duration for --ping-timeout",
         ),
         (
+            &["--ping-timeout", "3s", "-t", "2500ms"],
+            "--ping-timeout 3s does not fit in --timeout 2500ms",
+        ),
+        (
             &["--command-timeout", "18446744073709551616s"],
             "--command-timeout",
         ),

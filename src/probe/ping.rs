@@ -60,10 +60,15 @@ pub fn target_argument(addr: IpAddr, zone: Option<&str>) -> Result<String, Strin
     Ok(addr.to_string())
 }
 
+/// What `-W` a Linux ping gets for `timeout`: whole seconds, rounded up.
+pub fn linux_wait_secs(timeout: Duration) -> u64 {
+    timeout.as_secs_f64().ceil().max(1.0) as u64
+}
+
 /// `ping -n -c 1 -W <s> <ip>`: -W takes whole seconds on busybox, and -w
 /// would make iputils keep sending.
 pub fn linux_args(target: &str, timeout: Duration) -> Vec<String> {
-    let secs = timeout.as_secs_f64().ceil().max(1.0) as u64;
+    let secs = linux_wait_secs(timeout);
     vec![
         "-n".into(),
         "-c".into(),
