@@ -2,7 +2,7 @@
 //! probe every VM, render in the requested format. `main.rs` only prints.
 
 use crate::cache::{self, FactBook, FactUpdate, StoredResult, VmStore};
-use crate::cli::{Command, DiscoverWhat};
+use crate::cli::{Command, DiscoverWhat, TargetArgs};
 use crate::config::{Config, ConfigError, Source};
 use crate::inventory::socket::SocketInventory;
 use crate::inventory::started;
@@ -254,11 +254,25 @@ pub fn render(command: &Command, report: &Report) -> Rendered {
         } => output::render_discovery_nics(report),
         Command::Zabbix(_) => output::render_zabbix(report),
         Command::Telegraf { .. } => output::render_telegraf(report),
-        Command::Prometheus { .. } => output::render_prometheus(report),
+        Command::Prometheus { .. } | Command::Serve { .. } => output::render_prometheus(report),
         Command::Status { json: true, .. } => output::render_status_json(report),
         Command::Status { json: false, .. } => {
             output::render_status_table_styled(report, use_color())
         }
+    }
+}
+
+/// The target options `command` runs with: `serve` shares probes under
+/// [`crate::serve::DEFAULT_MIN_INTERVAL`] unless told otherwise (or told
+/// to keep no state).
+pub fn target_args(command: &Command) -> std::borrow::Cow<'_, TargetArgs> {
+    match command {
+        Command::Serve { target, .. } if target.min_interval.is_none() && !target.no_state => {
+            let mut target = target.clone();
+            target.min_interval = Some(crate::serve::DEFAULT_MIN_INTERVAL.to_string());
+            std::borrow::Cow::Owned(target)
+        }
+        _ => std::borrow::Cow::Borrowed(command.target()),
     }
 }
 

@@ -70,6 +70,17 @@ pub enum Command {
         #[command(flatten)]
         target: TargetArgs,
     },
+    /// HTTP server for Prometheus: /metrics probes, scrapes within
+    /// --min-interval (default here: 30s; off with --no-state) share one
+    /// probe.
+    #[command(help_template = HELP_TEMPLATE)]
+    Serve {
+        /// Address and port to listen on (an IP literal).
+        #[arg(long, value_name = "ADDR", default_value = crate::serve::DEFAULT_LISTEN)]
+        listen: String,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
     /// Human-readable table, or JSON for scripts.
     #[command(help_template = HELP_TEMPLATE)]
     Status {
@@ -212,6 +223,7 @@ impl Command {
             Command::Discover { target, .. }
             | Command::Telegraf { target, .. }
             | Command::Prometheus { target, .. }
+            | Command::Serve { target, .. }
             | Command::Status { target, .. } => target,
         }
     }

@@ -14,5 +14,6 @@ pub mod output;
 pub mod probe;
 pub mod qga;
 pub mod report;
+pub mod serve;
 pub mod statedir;
 pub mod verdict;

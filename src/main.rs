@@ -52,7 +52,7 @@ fn main() -> ExitCode {
             return ExitCode::from(USAGE_EXIT);
         }
     };
-    let config = match Config::from_args(args.command.target()) {
+    let config = match Config::from_args(&app::target_args(&args.command)) {
         Ok(c) => c,
         Err(e) => return config_failure(&args.command, &e),
     };
@@ -60,6 +60,9 @@ fn main() -> ExitCode {
         Ok(t) => t,
         Err(e) => return config_failure(&args.command, &e),
     };
+    if let Command::Serve { listen, .. } = &args.command {
+        return ExitCode::from(vmnetprobe::serve::serve(listen, config));
+    }
     if let Command::Telegraf { execd: true, .. } = args.command {
         let stdin = std::io::stdin();
         let mut input = stdin.lock();
