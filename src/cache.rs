@@ -78,6 +78,9 @@ pub struct RouteEntry {
     pub ips: Vec<IpAddr>,
     pub gateway: Option<IpAddr>,
     pub source: Option<GatewaySource>,
+    /// Further ECMP next hops.
+    #[serde(default)]
+    pub more: Vec<IpAddr>,
 }
 
 /// Everything kept about one VM.
@@ -267,6 +270,7 @@ mod tests {
                                 ips: vec!["192.0.2.10".parse().unwrap()],
                                 gateway: Some("192.0.2.1".parse().unwrap()),
                                 source: Some(GatewaySource::GuestRouteTable),
+                                more: vec!["192.0.2.2".parse().unwrap()],
                             },
                         )]
                         .into(),

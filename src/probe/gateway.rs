@@ -15,48 +15,115 @@ pub fn linux_route_args() -> Vec<String> {
     ["route", "show", "default"].map(String::from).to_vec()
 }
 
+/// The IPv6 default routes: `ip route show default` lists IPv4 only.
+pub fn linux_route6_args() -> Vec<String> {
+    ["-6", "route", "show", "default"]
+        .map(String::from)
+        .to_vec()
+}
+
 pub fn windows_route_args() -> Vec<String> {
     ["print", "-4", "0.0.0.0"].map(String::from).to_vec()
 }
 
-/// Interface name → default gateway from `guest-network-get-route`. IPv4 wins
-/// over IPv6 for the same interface; the first route listed wins otherwise.
-pub fn gateways_from_routes(routes: &[Route]) -> BTreeMap<String, IpAddr> {
-    let mut out: BTreeMap<String, IpAddr> = BTreeMap::new();
-    for route in routes {
-        let Some(gateway) = route.default_gateway else {
-            continue;
-        };
-        match out.get(&route.iface) {
-            Some(existing) if existing.is_ipv4() || gateway.is_ipv6() => {}
-            _ => {
-                out.insert(route.iface.clone(), gateway);
-            }
-        }
-    }
-    out
+/// Next hops kept per interface; an ECMP route has a handful.
+pub const MAX_NEXT_HOPS: usize = 8;
+
+/// Interface name → the next hops of its default route: every next hop of
+/// the lowest-metric default (ECMP spreads traffic over all of them, so
+/// all are checked).
+pub type NextHops = BTreeMap<String, Vec<IpAddr>>;
+
+/// Collects (iface, gateway, metric) candidates: per interface only the
+/// lowest metric counts, and IPv4 wins over IPv6.
+#[derive(Default)]
+struct HopCollector {
+    best: BTreeMap<String, (bool, i64, Vec<IpAddr>)>,
 }
 
-/// Interface name → gateway from `ip route show default` (iproute2 and busybox):
-/// `default via 192.0.2.1 dev eth0 proto static metric 100`.
-pub fn gateways_from_ip_route(output: &str) -> BTreeMap<String, IpAddr> {
-    let mut out = BTreeMap::new();
+impl HopCollector {
+    fn add(&mut self, iface: &str, gateway: IpAddr, metric: i64) {
+        let v4 = gateway.is_ipv4();
+        let entry = self
+            .best
+            .entry(iface.to_string())
+            .or_insert_with(|| (v4, metric, Vec::new()));
+        let better = (v4 && !entry.0) || (v4 == entry.0 && metric < entry.1);
+        if better {
+            *entry = (v4, metric, Vec::new());
+        } else if v4 != entry.0 || metric != entry.1 {
+            return;
+        }
+        if !entry.2.contains(&gateway) && entry.2.len() < MAX_NEXT_HOPS {
+            entry.2.push(gateway);
+        }
+    }
+
+    fn finish(self) -> NextHops {
+        self.best
+            .into_iter()
+            .filter(|(_, (_, _, hops))| !hops.is_empty())
+            .map(|(iface, (_, _, hops))| (iface, hops))
+            .collect()
+    }
+}
+
+/// Next hops from `guest-network-get-route`.
+pub fn gateways_from_routes(routes: &[Route]) -> NextHops {
+    let mut hops = HopCollector::default();
+    for route in routes {
+        if let Some(gateway) = route.default_gateway {
+            hops.add(&route.iface, gateway, route.metric);
+        }
+    }
+    hops.finish()
+}
+
+/// Next hops from `ip route show default` (iproute2 and busybox):
+/// `default via 192.0.2.1 dev eth0 proto static metric 100`, or an ECMP
+/// route: a `default ... metric 100` line followed by indented
+/// `nexthop via 192.0.2.1 dev eth0 weight 1` lines.
+pub fn gateways_from_ip_route(output: &str) -> NextHops {
+    let mut hops = HopCollector::default();
+    // The metric of the default route whose nexthop lines follow.
+    let mut multipath: Option<i64> = None;
     for line in output.lines().take(1024) {
         let words: Vec<&str> = line.split_whitespace().collect();
-        if words.first() != Some(&"default") {
-            continue;
-        }
         let after = |key: &str| {
             words
                 .iter()
                 .position(|w| *w == key)
                 .and_then(|i| words.get(i + 1))
         };
+        let metric = after("metric").and_then(|m| m.parse().ok()).unwrap_or(0);
+        let indented = line.starts_with([' ', '\t']);
+        match words.first() {
+            Some(&"default") => {
+                multipath = after("via").is_none().then_some(metric);
+            }
+            Some(&"nexthop") if indented => {}
+            _ => {
+                multipath = None;
+                continue;
+            }
+        }
+        let metric = match (words.first(), multipath) {
+            (Some(&"nexthop"), Some(m)) => m,
+            (Some(&"nexthop"), None) => continue,
+            _ => metric,
+        };
         if let (Some(via), Some(dev)) = (after("via").and_then(|v| parse_ip(v)), after("dev")) {
-            out.entry(dev.to_string()).or_insert(via);
+            hops.add(dev, via, metric);
         }
     }
-    out
+    hops.finish()
+}
+
+/// Adds the IPv6 next hops of interfaces that have no IPv4 ones.
+pub fn merge_ipv6(into: &mut NextHops, v6: NextHops) {
+    for (iface, hops) in v6 {
+        into.entry(iface).or_insert(hops);
+    }
 }
 
 /// Interface address → gateway from Windows `route print -4 0.0.0.0` rows:
@@ -126,39 +193,75 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn route(iface: &str, gw: Option<&str>, metric: i64) -> Route {
+        Route {
+            iface: iface.into(),
+            default_gateway: gw.map(ip),
+            metric,
+        }
+    }
+
     #[test]
     fn route_table_prefers_ipv4_per_interface() {
         let routes = vec![
-            Route {
-                iface: "eth0".into(),
-                default_gateway: Some(ip("fd00::1")),
-            },
-            Route {
-                iface: "eth0".into(),
-                default_gateway: Some(ip("192.0.2.1")),
-            },
-            Route {
-                iface: "eth0".into(),
-                default_gateway: Some(ip("192.0.2.254")),
-            },
-            Route {
-                iface: "eth1".into(),
-                default_gateway: None,
-            },
+            route("eth0", Some("fd00::1"), 0),
+            route("eth0", Some("192.0.2.1"), 100),
+            route("eth0", Some("192.0.2.254"), 200),
+            route("eth1", None, 0),
+            route("eth2", Some("fd00::1"), 1024),
+            route("eth2", Some("fd00::2"), 1024),
+            route("eth2", Some("fd00::3"), 2048),
         ];
         let map = gateways_from_routes(&routes);
-        assert_eq!(map.get("eth0"), Some(&ip("192.0.2.1")));
+        assert_eq!(map.get("eth0"), Some(&vec![ip("192.0.2.1")]));
         assert!(!map.contains_key("eth1"));
+        // IPv6 ECMP: sibling routes of one metric, every next hop kept.
+        assert_eq!(map.get("eth2"), Some(&vec![ip("fd00::1"), ip("fd00::2")]));
     }
 
     #[test]
     fn ip_route_output_of_iproute2_and_busybox() {
         let out = "default via 192.0.2.1 dev eth0 proto static metric 100 \ndefault via 10.0.0.1 dev eth1\ndefault dev ppp0 scope link\n";
         let map = gateways_from_ip_route(out);
-        assert_eq!(map.get("eth0"), Some(&ip("192.0.2.1")));
-        assert_eq!(map.get("eth1"), Some(&ip("10.0.0.1")));
+        assert_eq!(map.get("eth0"), Some(&vec![ip("192.0.2.1")]));
+        assert_eq!(map.get("eth1"), Some(&vec![ip("10.0.0.1")]));
         assert_eq!(map.len(), 2);
         assert!(gateways_from_ip_route("default via $(reboot) dev eth0").is_empty());
+        // A backup route with a higher metric is not a next hop.
+        let out = "default via 192.0.2.1 dev eth0 metric 100\ndefault via 192.0.2.9 dev eth0 metric 200\n";
+        assert_eq!(
+            gateways_from_ip_route(out).get("eth0"),
+            Some(&vec![ip("192.0.2.1")])
+        );
+    }
+
+    #[test]
+    fn ecmp_routes_give_every_next_hop() {
+        let out = "default proto static metric 100 \n\tnexthop via 192.0.2.1 dev eth0 weight 1 \n\tnexthop via 192.0.2.2 dev eth0 weight 1 \n\tnexthop via 198.51.100.1 dev eth1 weight 1 \n";
+        let map = gateways_from_ip_route(out);
+        assert_eq!(
+            map.get("eth0"),
+            Some(&vec![ip("192.0.2.1"), ip("192.0.2.2")])
+        );
+        assert_eq!(map.get("eth1"), Some(&vec![ip("198.51.100.1")]));
+        // IPv6, as `ip -6 route show default` prints it.
+        let out = "default metric 1024 pref medium\n\tnexthop via fe80::1 dev eth0 weight 1 \n\tnexthop via fe80::2 dev eth0 weight 1 \n";
+        assert_eq!(
+            gateways_from_ip_route(out).get("eth0"),
+            Some(&vec![ip("fe80::1"), ip("fe80::2")])
+        );
+        // A nexthop line that follows no multipath default is not one.
+        let out = "192.0.2.0/24 proto static\n\tnexthop via 192.0.2.7 dev eth0\n";
+        assert!(gateways_from_ip_route(out).is_empty());
+        let mut v4 = gateways_from_ip_route("default via 192.0.2.1 dev eth0\n");
+        merge_ipv6(
+            &mut v4,
+            gateways_from_ip_route(
+                "default via fe80::1 dev eth0 proto ra\ndefault via fe80::1 dev eth1 proto ra\n",
+            ),
+        );
+        assert_eq!(v4.get("eth0"), Some(&vec![ip("192.0.2.1")]));
+        assert_eq!(v4.get("eth1"), Some(&vec![ip("fe80::1")]));
     }
 
     #[test]

@@ -64,17 +64,75 @@ impl Default for ProbeConfig {
 const PING_GRACE: Duration = Duration::from_secs(2);
 const ZERO_MAC: &str = "00:00:00:00:00:00";
 
+/// Guest interfaces kept per MAC: a bridge, a bond or VLANs over a NIC
+/// share its MAC.
+const MAX_CANDIDATES: usize = 16;
+
 /// A NIC while its probe is under way.
 struct NicProbe {
     mac: String,
     config: Option<NicConfig>,
+    /// The guest interface that carries the NIC's traffic: of those with
+    /// its MAC, the one with the default route, else the one with addresses.
     guest: Option<GuestInterface>,
+    /// Every guest interface with the NIC's MAC, in the agent's order.
+    candidates: Vec<GuestInterface>,
     kind: NicKind,
     gateway: Option<(IpAddr, GatewaySource)>,
+    /// Further next hops of an ECMP default route: checked like the first.
+    more_gateways: Vec<IpAddr>,
     finding: Option<Finding>,
 }
 
+/// How much an interface looks like the one carrying traffic: a routable
+/// address beats a link-local one beats none.
+fn address_rank(iface: &GuestInterface) -> u8 {
+    if iface.ips.iter().any(|(ip, _)| routable(*ip)) {
+        2
+    } else {
+        u8::from(!iface.ips.is_empty())
+    }
+}
+
+/// Neither loopback nor link-local.
+fn routable(ip: IpAddr) -> bool {
+    !ip.is_loopback() && !ping::is_link_local(ip)
+}
+
+/// The candidate with the best [`address_rank`]; the first of equals.
+fn best_by_address(candidates: &[GuestInterface]) -> Option<&GuestInterface> {
+    candidates.iter().rev().max_by_key(|c| address_rank(c))
+}
+
 impl NicProbe {
+    fn new(mac: String, config: Option<NicConfig>, kind: NicKind) -> NicProbe {
+        NicProbe {
+            mac,
+            config,
+            guest: None,
+            candidates: Vec::new(),
+            kind,
+            gateway: None,
+            more_gateways: Vec::new(),
+            finding: None,
+        }
+    }
+
+    /// Takes the guest interfaces with this NIC's MAC.
+    fn set_candidates(&mut self, candidates: Vec<GuestInterface>) {
+        self.guest = best_by_address(&candidates).cloned();
+        self.candidates = candidates;
+    }
+
+    /// Every gateway to ping, the first one first.
+    fn gateways(&self) -> Vec<IpAddr> {
+        self.gateway
+            .iter()
+            .map(|(gw, _)| *gw)
+            .chain(self.more_gateways.iter().copied())
+            .collect()
+    }
+
     fn ips(&self) -> Vec<IpAddr> {
         self.guest
             .as_ref()
@@ -163,13 +221,9 @@ impl<'c> VmProbe<'c> {
         let nics = target
             .nics
             .iter()
-            .map(|c| NicProbe {
-                mac: c.mac.clone(),
-                kind: classify_kind(cfg, &[c.network.as_deref(), c.bridge.as_deref()]),
-                config: Some(c.clone()),
-                guest: None,
-                gateway: None,
-                finding: None,
+            .map(|c| {
+                let kind = classify_kind(cfg, &[c.network.as_deref(), c.bridge.as_deref()]);
+                NicProbe::new(c.mac.clone(), Some(c.clone()), kind)
             })
             .collect();
         let mut probe = VmProbe {
@@ -355,33 +409,40 @@ impl<'c> VmProbe<'c> {
             }
             return Ok(());
         };
+        let with_mac = |mac: &str| -> Vec<GuestInterface> {
+            interfaces
+                .iter()
+                .filter(|g| g.mac.as_deref() == Some(mac))
+                .take(MAX_CANDIDATES)
+                .cloned()
+                .collect()
+        };
         if self.nics.is_empty() {
-            // No host-side NIC list (socket mode): the guest's NICs are the NICs.
-            for iface in interfaces {
-                let Some(mac) = iface.mac.clone().filter(|m| m != ZERO_MAC) else {
-                    continue;
-                };
-                if self.nics.iter().any(|n| n.mac == mac) {
-                    continue;
-                }
-                self.nics.push(NicProbe {
-                    kind: classify_kind(self.cfg, &[Some(iface.name.as_str())]),
-                    mac,
-                    config: None,
-                    guest: Some(iface),
-                    gateway: None,
-                    finding: None,
-                });
+            // No host-side NIC list (socket mode): the guest's MACs are the NICs.
+            let mut macs: Vec<&str> = interfaces
+                .iter()
+                .filter_map(|g| g.mac.as_deref())
+                .filter(|m| *m != ZERO_MAC)
+                .collect();
+            macs.sort_unstable();
+            macs.dedup();
+            for mac in macs {
+                let mut nic = NicProbe::new(mac.to_string(), None, NicKind::Internal);
+                nic.set_candidates(with_mac(mac));
+                let names: Vec<Option<&str>> = nic
+                    .candidates
+                    .iter()
+                    .map(|g| Some(g.name.as_str()))
+                    .collect();
+                nic.kind = classify_kind(self.cfg, &names);
+                self.nics.push(nic);
             }
-            self.nics.sort_by(|a, b| a.mac.cmp(&b.mac));
             self.update_external_applicability();
         } else {
             for nic in &mut self.nics {
                 // Matched by MAC: guest names (eth0, "Ethernet 2") never match host tap names.
-                nic.guest = interfaces
-                    .iter()
-                    .find(|g| g.mac.as_deref() == Some(nic.mac.as_str()))
-                    .cloned();
+                let candidates = with_mac(&nic.mac);
+                nic.set_candidates(candidates);
                 if nic.guest.is_none() {
                     nic.finding = Some(Finding::NicMissing);
                 }
@@ -453,6 +514,7 @@ impl<'c> VmProbe<'c> {
         for nic in &mut self.nics {
             if let Some(entry) = memo.nics.get(&nic.mac) {
                 nic.gateway = entry.gateway.zip(entry.source);
+                nic.more_gateways = entry.more.clone();
             }
         }
         self.routes = Some(memo);
@@ -470,6 +532,7 @@ impl<'c> VmProbe<'c> {
                     ips: n.ips(),
                     gateway: n.gateway.map(|(gw, _)| gw),
                     source: n.gateway.map(|(_, source)| source),
+                    more: n.more_gateways.clone(),
                 };
                 (n.mac.clone(), entry)
             })
@@ -477,16 +540,42 @@ impl<'c> VmProbe<'c> {
         RouteMemo { learned_ms, nics }
     }
 
-    fn assign_by_name(
-        &mut self,
-        by_iface: &std::collections::BTreeMap<String, IpAddr>,
-        source: GatewaySource,
-    ) {
+    /// Gives each NIC the next hops of its interface. Of several guest
+    /// interfaces with the NIC's MAC, the one with the default route is
+    /// the NIC's (the bridge, bond or VLAN on top, not the member below).
+    fn assign_by_name(&mut self, by_iface: &gateway::NextHops, source: GatewaySource) {
         for nic in &mut self.nics {
-            if let Some(gw) = nic.guest.as_ref().and_then(|g| by_iface.get(&g.name)) {
-                nic.gateway = Some((*gw, source));
+            let hops_of = |g: &GuestInterface| by_iface.get(&g.name).filter(|h| !h.is_empty());
+            let routed = match nic.guest.as_ref().filter(|g| hops_of(g).is_some()) {
+                Some(current) => Some(current.clone()),
+                None => nic
+                    .candidates
+                    .iter()
+                    .filter(|g| hops_of(g).is_some())
+                    .rev()
+                    .max_by_key(|g| address_rank(g))
+                    .cloned(),
+            };
+            let Some(routed) = routed else { continue };
+            if let Some((first, more)) = hops_of(&routed).and_then(|h| h.split_first()) {
+                nic.gateway = Some((*first, source));
+                nic.more_gateways = more.to_vec();
+                nic.guest = Some(routed);
             }
         }
+    }
+
+    /// Whether some NIC without an IPv4 default route has a routable IPv6
+    /// address, so its IPv6 default route is worth one more exec.
+    fn wants_ipv6_routes(&self, v4: &gateway::NextHops) -> bool {
+        self.nics.iter().any(|nic| {
+            let routed = nic.candidates.iter().any(|g| v4.contains_key(&g.name));
+            !routed
+                && nic
+                    .candidates
+                    .iter()
+                    .any(|g| g.ips.iter().any(|(ip, _)| ip.is_ipv6() && routable(*ip)))
+        })
     }
 
     /// Reads the guest's route table; true when it could be read.
@@ -516,7 +605,19 @@ impl<'c> VmProbe<'c> {
         for path in gateway::LINUX_IP_PATHS {
             match exec::run_and_wait(agent, path, &args, Some(ping::LINUX_ENV), until) {
                 Ok(Some(status)) => {
-                    let by_iface = gateway::gateways_from_ip_route(&status.stdout);
+                    let mut by_iface = gateway::gateways_from_ip_route(&status.stdout);
+                    if self.wants_ipv6_routes(&by_iface) {
+                        let args6 = gateway::linux_route6_args();
+                        match exec::run_and_wait(agent, path, &args6, Some(ping::LINUX_ENV), until)
+                        {
+                            Ok(Some(v6)) => gateway::merge_ipv6(
+                                &mut by_iface,
+                                gateway::gateways_from_ip_route(&v6.stdout),
+                            ),
+                            Err(e) if exec::is_session_fatal(&e) => return Err(e),
+                            _ => {}
+                        }
+                    }
                     self.assign_by_name(&by_iface, GatewaySource::GuestRouteTable);
                     return Ok(status.exit_code == Some(0));
                 }
@@ -585,16 +686,21 @@ impl<'c> VmProbe<'c> {
     fn ping_all(&mut self, agent: &mut Agent<'_>) -> Result<(), AgentError> {
         // Slot: Some(i) = NIC i's gateway, None = the external target.
         let mut pending: Vec<(Option<usize>, PingTarget, String)> = Vec::new();
-        for (i, nic) in self.nics.iter_mut().enumerate() {
+        let mut refused: Vec<(usize, Finding)> = Vec::new();
+        for (i, nic) in self.nics.iter().enumerate() {
             if nic.finding.is_some() {
                 continue;
             }
-            let Some((gw, _)) = nic.gateway else { continue };
             let zone = nic.guest.as_ref().map(|g| g.name.as_str());
-            match ping::target_argument(gw, zone) {
-                Ok(arg) => pending.push((Some(i), PingTarget::Gateway(gw), arg)),
-                Err(e) => nic.finding = Some(Finding::PingError(e)),
+            for gw in nic.gateways() {
+                match ping::target_argument(gw, zone) {
+                    Ok(arg) => pending.push((Some(i), PingTarget::Gateway(gw), arg)),
+                    Err(e) => refused.push((i, Finding::PingError(e))),
+                }
             }
+        }
+        for (i, finding) in refused {
+            self.settle(Some(i), finding);
         }
         if let Some((addr, slot @ None)) = &mut self.external {
             match ping::target_argument(*addr, None) {
@@ -671,12 +777,35 @@ impl<'c> VmProbe<'c> {
         Ok(())
     }
 
+    /// Records a check's finding. A NIC with several next hops keeps the
+    /// worst, and its reported gateway becomes the one that finding is about.
     fn settle(&mut self, slot: Option<usize>, finding: Finding) {
+        let policy = &self.cfg.policy;
         match slot {
             Some(i) => {
-                if let Some(nic) = self.nics.get_mut(i) {
-                    nic.finding = Some(finding);
+                let Some(nic) = self.nics.get_mut(i) else {
+                    return;
+                };
+                let worse = nic
+                    .finding
+                    .as_ref()
+                    .is_none_or(|old| policy.verdict(&finding).state > policy.verdict(old).state);
+                if !worse {
+                    return;
                 }
+                if let Finding::Reachable(PingTarget::Gateway(gw), _)
+                | Finding::Unreachable(PingTarget::Gateway(gw), _) = &finding
+                {
+                    let mut hops = nic.gateways();
+                    if let (Some(pos), Some((_, source))) =
+                        (hops.iter().position(|h| h == gw), nic.gateway)
+                    {
+                        let chosen = hops.remove(pos);
+                        nic.gateway = Some((chosen, source));
+                        nic.more_gateways = hops;
+                    }
+                }
+                nic.finding = Some(finding);
             }
             None => {
                 if let Some((_, f)) = &mut self.external {

@@ -40,7 +40,8 @@ fn valid_zone(zone: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-fn is_link_local(addr: IpAddr) -> bool {
+/// fe80::/10, which needs a zone to be pinged.
+pub fn is_link_local(addr: IpAddr) -> bool {
     match addr {
         IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
         IpAddr::V4(_) => false,
@@ -130,6 +131,23 @@ pub fn parse_linux_rtt(stdout: &str) -> Option<f64> {
     })
 }
 
+/// A reply as iputils (`64 bytes from 192.0.2.1: icmp_seq=1 ttl=64 time=4.00 ms`)
+/// or busybox (`64 bytes from 192.0.2.1: seq=0 ttl=64 time=0.000 ms`; without
+/// FANCY_PING `192.0.2.1 is alive!`) prints it.
+pub fn has_reply_line(stdout: &str) -> bool {
+    stdout.lines().any(|line| {
+        let line = line.trim();
+        let echo = line
+            .split_once(" bytes from ")
+            .is_some_and(|(count, rest)| {
+                !count.is_empty()
+                    && count.bytes().all(|b| b.is_ascii_digit())
+                    && rest.contains(" ttl=")
+            });
+        echo || line.ends_with(" is alive!")
+    })
+}
+
 fn looks_denied(text: &str) -> bool {
     let lower = text.to_ascii_lowercase();
     lower.contains("operation not permitted") || lower.contains("permission denied")
@@ -142,7 +160,14 @@ pub fn classify_linux(target: PingTarget, status: &ExecStatus) -> Finding {
     }
     let err = first_line(&status.stderr);
     match status.exit_code {
-        Some(0) => Finding::Reachable(target, parse_linux_rtt(&status.stdout)),
+        // A replaced, wrapped or broken binary can exit 0 without a reply.
+        Some(0) if has_reply_line(&status.stdout) => {
+            Finding::Reachable(target, parse_linux_rtt(&status.stdout))
+        }
+        Some(0) => Finding::PingError(
+            "ping exited 0 but printed no reply line, cannot tell whether the target answered"
+                .into(),
+        ),
         Some(126) => Finding::PingDenied(if err.is_empty() {
             "exit code 126".into()
         } else {
@@ -353,6 +378,31 @@ mod tests {
         assert_eq!(
             classify_linux(gw(), &status(1, "", "ping: bad address 'x'\n")),
             Finding::PingError("ping: bad address 'x'".into())
+        );
+    }
+
+    #[test]
+    fn exit_0_without_a_reply_line_cannot_tell() {
+        for lie in [
+            "",
+            "PING 192.0.2.1 (192.0.2.1) 56(84) bytes of data.\n",
+            "1 packets transmitted, 1 received, 0% packet loss\n",
+            "From 192.0.2.10 icmp_seq=1 Destination Host Unreachable\n",
+            "x bytes from 192.0.2.1: ttl=64\n",
+        ] {
+            assert!(
+                matches!(classify_linux(gw(), &status(0, lie, "")), Finding::PingError(ref e) if e.contains("no reply line")),
+                "{lie:?}"
+            );
+        }
+        assert_eq!(
+            classify_linux(gw(), &status(0, "192.0.2.1 is alive!\n", "")),
+            Finding::Reachable(gw(), None)
+        );
+        let v6 = "64 bytes from fe80::1%eth0: icmp_seq=1 ttl=64 time=0.051 ms\n";
+        assert_eq!(
+            classify_linux(gw(), &status(0, v6, "")),
+            Finding::Reachable(gw(), Some(0.051))
         );
     }
 

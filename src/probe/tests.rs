@@ -49,6 +49,24 @@ const IPUTILS_LOST: &str = "PING x\n\n--- x ping statistics ---\n1 packets trans
 /// A Linux guest whose `ping` answers per target with `(exit code, stdout)`;
 /// `ip route` reports 192.0.2.1 as eth0's default gateway.
 fn linux_guest(exec: bool, ping: fn(&str) -> (i64, &'static str)) -> FakeTransport {
+    linux_guest_with(
+        exec,
+        interfaces(),
+        "default via 192.0.2.1 dev eth0 proto static\n",
+        "",
+        ping,
+    )
+}
+
+/// As [`linux_guest`], with these interfaces and `ip route` / `ip -6 route`
+/// outputs.
+fn linux_guest_with(
+    exec: bool,
+    ifaces: Value,
+    route4: &'static str,
+    route6: &'static str,
+    ping: fn(&str) -> (i64, &'static str),
+) -> FakeTransport {
     let outputs: std::sync::Arc<Mutex<std::collections::HashMap<i64, Value>>> = Default::default();
     let next_pid = std::sync::Arc::new(Mutex::new(100i64));
     let outputs_exec = outputs.clone();
@@ -58,7 +76,7 @@ fn linux_guest(exec: bool, ping: fn(&str) -> (i64, &'static str)) -> FakeTranspo
             "guest-get-osinfo",
             json!({"id": "debian", "kernel-release": "6.1.0"}),
         )
-        .reply("guest-network-get-interfaces", interfaces())
+        .reply("guest-network-get-interfaces", ifaces)
         .handle("guest-exec", move |args| {
             let args = args.cloned().unwrap_or_default();
             let path = args["path"].as_str().unwrap_or_default().to_string();
@@ -71,8 +89,10 @@ fn linux_guest(exec: bool, ping: fn(&str) -> (i64, &'static str)) -> FakeTranspo
                 })
                 .unwrap_or_default();
             let reply = match path.as_str() {
-                "/sbin/ip" => json!({"exited": true, "exitcode": 0,
-                    "out-data": b64("default via 192.0.2.1 dev eth0 proto static\n")}),
+                "/sbin/ip" if argv.first().map(String::as_str) == Some("-6") => {
+                    json!({"exited": true, "exitcode": 0, "out-data": b64(route6)})
+                }
+                "/sbin/ip" => json!({"exited": true, "exitcode": 0, "out-data": b64(route4)}),
                 "/bin/ping" => {
                     let target = argv.last().cloned().unwrap_or_default();
                     let (code, out) = ping(&target);
@@ -289,15 +309,20 @@ fn windows_guest_uses_ping_exe_and_the_ttl_rule() {
             {"name": "Ethernet 2", "hardware-address": MAC, "ip-addresses": [{"ip-address": "192.0.2.10", "prefix": 24}]},
             {"name": "Loopback Pseudo-Interface 1", "ip-addresses": [{"ip-address": "127.0.0.1", "prefix": 8}]}
         ]))
-        .handle("guest-exec", |args| {
+        .handle("guest-exec", {
+            let next = std::sync::atomic::AtomicI64::new(2);
+            move |args| {
             let args = args.cloned().unwrap_or_default();
             assert!(args.get("env").is_none(), "no env on Windows");
             match args["path"].as_str() {
                 Some(r"C:\Windows\System32\ROUTE.EXE") => Ok(json!({"pid": 1})),
-                Some(r"C:\Windows\System32\PING.EXE") => Ok(json!({"pid": 2})),
+                // A fresh pid per program, as a real agent hands out.
+                Some(r"C:\Windows\System32\PING.EXE") => {
+                    Ok(json!({"pid": next.fetch_add(1, std::sync::atomic::Ordering::SeqCst)}))
+                }
                 _ => Err(AgentError::Command { command: "guest-exec".into(), desc: "Failed to execute child process (No such file or directory)".into() }),
             }
-        })
+        }})
         .handle("guest-exec-status", move |args| {
             let pid = args.and_then(|a| a["pid"].as_i64());
             Ok(match pid {
@@ -508,4 +533,149 @@ fn rtt_thresholds_apply_to_gateway_and_external() {
     let (vm, _) = probe(linux_guest(true, all_ok), &cfg);
     assert_eq!(vm.verdict.state, ServiceState::Warning);
     assert_eq!(vm.verdict.code, Code::RttHigh);
+}
+
+fn gateway_192_0_2_1_only(target: &str) -> (i64, &'static str) {
+    if target == "192.0.2.1" {
+        (0, IPUTILS_OK)
+    } else if target.starts_with("192.0.2.") {
+        (1, IPUTILS_LOST)
+    } else {
+        (0, IPUTILS_OK)
+    }
+}
+
+fn gateway_dead(target: &str) -> (i64, &'static str) {
+    if target.starts_with("192.0.2.") {
+        (1, IPUTILS_LOST)
+    } else {
+        (0, IPUTILS_OK)
+    }
+}
+
+/// A bond as qemu-ga reports it: both members and the bond carry the
+/// bond's MAC; only the bond has the address and the route.
+fn bond_interfaces() -> Value {
+    json!([
+        {"name": "lo", "hardware-address": "00:00:00:00:00:00",
+         "ip-addresses": [{"ip-address": "127.0.0.1", "prefix": 8}]},
+        {"name": "eth0", "hardware-address": MAC},
+        {"name": "eth1", "hardware-address": MAC},
+        {"name": "bond0", "hardware-address": MAC,
+         "ip-addresses": [{"ip-address": "192.0.2.10", "prefix": 24},
+                          {"ip-address": "fe80::5054:ff:feaa:bb01", "prefix": 64}]}
+    ])
+}
+
+#[test]
+fn a_bond_over_the_nic_is_the_nic_and_its_dead_gateway_is_critical() {
+    let nic = NicConfig {
+        mac: MAC.into(),
+        ..NicConfig::default()
+    };
+    for (ping, state) in [
+        (all_ok as fn(&str) -> (i64, &'static str), ServiceState::Ok),
+        (gateway_dead, ServiceState::Critical),
+    ] {
+        let guest = linux_guest_with(
+            true,
+            bond_interfaces(),
+            "default via 192.0.2.1 dev bond0 proto static\n",
+            "",
+            ping,
+        );
+        let target = target_with(guest, vec![nic.clone()]);
+        let vm = probe_vm(&target, &cfg(), Instant::now() + Duration::from_secs(5));
+        let nic = &vm.nics[0];
+        assert_eq!(nic.name.as_deref(), Some("bond0"), "{vm:?}");
+        assert_eq!(nic.gateway, Some("192.0.2.1".parse().unwrap()));
+        assert_eq!(nic.verdict.state, state, "{vm:?}");
+        if state == ServiceState::Critical {
+            assert_eq!(nic.verdict.code, Code::GatewayUnreachable);
+        }
+    }
+}
+
+#[test]
+fn a_vlan_over_the_nic_in_socket_mode_is_one_nic_with_the_vlans_route() {
+    // The parent keeps only a link-local address; the VLAN has the rest.
+    let ifaces = json!([
+        {"name": "eth0", "hardware-address": MAC,
+         "ip-addresses": [{"ip-address": "fe80::5054:ff:feaa:bb01", "prefix": 64}]},
+        {"name": "eth0.10", "hardware-address": MAC,
+         "ip-addresses": [{"ip-address": "192.0.2.10", "prefix": 24}]}
+    ]);
+    let guest = linux_guest_with(
+        true,
+        ifaces,
+        "default via 192.0.2.1 dev eth0.10\n",
+        "",
+        gateway_dead,
+    );
+    let (vm, _) = probe(guest, &cfg());
+    assert_eq!(vm.nics.len(), 1, "{vm:?}");
+    assert_eq!(vm.nics[0].name.as_deref(), Some("eth0.10"));
+    assert_eq!(vm.nics[0].verdict.code, Code::GatewayUnreachable, "{vm:?}");
+    assert_eq!(vm.verdict.state, ServiceState::Critical);
+}
+
+#[test]
+fn every_ecmp_next_hop_is_checked() {
+    let ecmp = "default proto static metric 100 \n\tnexthop via 192.0.2.1 dev eth0 weight 1 \n\tnexthop via 192.0.2.2 dev eth0 weight 1 \n";
+    let guest = linux_guest_with(true, interfaces(), ecmp, "", all_ok);
+    let (vm, _) = probe(guest, &cfg());
+    assert_eq!(vm.verdict.state, ServiceState::Ok, "{vm:?}");
+    let guest = linux_guest_with(true, interfaces(), ecmp, "", gateway_192_0_2_1_only);
+    let (vm, calls) = probe(guest, &cfg());
+    let nic = &vm.nics[0];
+    assert_eq!(nic.verdict.code, Code::GatewayUnreachable, "{vm:?}");
+    assert!(nic.verdict.reason.contains("192.0.2.2"), "{vm:?}");
+    assert_eq!(nic.gateway, Some("192.0.2.2".parse().unwrap()));
+    let pinged: Vec<String> = calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(c, a)| c == "guest-exec" && a.as_ref().unwrap()["path"] == "/bin/ping")
+        .map(|(_, a)| a.as_ref().unwrap()["arg"][5].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(pinged, ["192.0.2.1", "192.0.2.2", "198.51.100.1"]);
+}
+
+#[test]
+fn an_ipv6_only_default_route_is_read_by_the_exec_fallback() {
+    let ifaces = json!([
+        {"name": "eth0", "hardware-address": MAC,
+         "ip-addresses": [{"ip-address": "2001:db8::10", "prefix": 64},
+                          {"ip-address": "fe80::10", "prefix": 64}]}
+    ]);
+    let guest = linux_guest_with(
+        true,
+        ifaces,
+        "",
+        "default via fe80::1 dev eth0 proto ra metric 1024 expires 1798sec hoplimit 64 pref medium\n",
+        all_ok,
+    );
+    let (vm, calls) = probe(guest, &cfg());
+    let nic = &vm.nics[0];
+    assert_eq!(nic.gateway, Some("fe80::1".parse().unwrap()), "{vm:?}");
+    assert_eq!(nic.verdict.state, ServiceState::Ok, "{vm:?}");
+    let args: Vec<Value> = calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(c, _)| c == "guest-exec")
+        .map(|(_, a)| a.as_ref().unwrap()["arg"].clone())
+        .collect();
+    assert!(args.contains(&json!(["-6", "route", "show", "default"])));
+    assert!(args.iter().any(|a| a[5] == "fe80::1%eth0"), "{args:?}");
+}
+
+#[test]
+fn a_ping_that_exits_0_without_a_reply_cannot_tell() {
+    fn silent(_: &str) -> (i64, &'static str) {
+        (0, "")
+    }
+    let (vm, _) = probe(linux_guest(true, silent), &cfg());
+    assert_eq!(vm.nics[0].verdict.code, Code::PingError, "{vm:?}");
+    assert_eq!(vm.verdict.state, ServiceState::Unknown);
 }

@@ -200,6 +200,8 @@ pub struct Route {
     pub iface: String,
     /// The next hop of a default route, if this is one.
     pub default_gateway: Option<IpAddr>,
+    /// Lower wins; IPv6 ECMP next hops are sibling routes of one metric.
+    pub metric: i64,
 }
 
 impl Route {
@@ -225,9 +227,11 @@ impl Route {
                 _ => None,
             }
             .filter(|gw| !gw.is_unspecified());
+            let metric = entry.get("metric").and_then(Value::as_i64).unwrap_or(0);
             out.push(Route {
                 iface,
                 default_gateway,
+                metric,
             });
         }
         Ok(out)

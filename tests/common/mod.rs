@@ -87,6 +87,9 @@ pub struct LabOptions {
     pub block_rpcs: Option<String>,
     /// Leave the guest namespace without a default route.
     pub no_default_route: bool,
+    /// A script bind-mounted over the guest's `/usr/bin/ping` (qemu-ga then
+    /// runs in a mount namespace of its own): a replaced or broken binary.
+    pub ping_wrapper: Option<String>,
 }
 
 pub struct AgentLab {
@@ -218,6 +221,32 @@ impl AgentLab {
         if let Some(block) = &self.options.block_rpcs {
             args.push(format!("--block-rpcs={block}"));
         }
+        if let Some(script) = &self.options.ping_wrapper {
+            // Only qemu-ga's own mount namespace sees the fake ping; `exec`
+            // keeps the agent the child we kill.
+            let fake = state.join("fake-ping");
+            std::fs::write(&fake, script).expect("fake ping");
+            run("chmod", &["755", &fake.to_string_lossy()]);
+            let agent: Vec<String> = args.split_off(3);
+            let command = format!(
+                "mount --bind {} /usr/bin/ping && exec \"$@\"",
+                fake.display()
+            );
+            args.extend(
+                [
+                    "unshare",
+                    "-m",
+                    "--propagation",
+                    "private",
+                    "sh",
+                    "-c",
+                    &command,
+                    "sh",
+                ]
+                .map(String::from),
+            );
+            args.extend(agent);
+        }
         let log = std::fs::File::create(state.join("qga.log")).expect("log file");
         Command::new("ip")
             .args(&args)
@@ -246,6 +275,28 @@ impl AgentLab {
         let mut full = vec!["-n", self.router_ns.as_str()];
         full.extend_from_slice(args);
         run("ip", &full);
+    }
+
+    /// Runs `ip ARGS` inside the guest namespace (bridges, routes, addresses).
+    pub fn in_guest(&self, args: &[&str]) {
+        let mut full = vec!["-n", self.guest_ns.as_str()];
+        full.extend_from_slice(args);
+        run("ip", &full);
+    }
+
+    /// The MAC of the guest's eth0.
+    pub fn guest_mac(&self) -> String {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.guest_ns,
+                "cat",
+                "/sys/class/net/eth0/address",
+            ])
+            .output()
+            .expect("read eth0 address");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 }
 
