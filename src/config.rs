@@ -133,9 +133,15 @@ fn check_ping_fits(
 }
 
 /// `NAME=PATH`. VM names may contain `=`, socket paths are absolute: split
-/// before the last `=/`, else at the first `=`.
+/// before the `=/`, else at the first `=`. Two `=/` could split either way
+/// (`vm=/a=/b.sock`): refused rather than guessed.
 fn parse_socket(spec: &str) -> Result<(String, PathBuf), ConfigError> {
-    let split = match spec.rfind("=/") {
+    if spec.matches("=/").count() > 1 {
+        return Err(ConfigError(format!(
+            "ambiguous --socket '{spec}': '=/' occurs more than once, so NAME and PATH cannot be told apart"
+        )));
+    }
+    let split = match spec.find("=/") {
         Some(i) => Some((&spec[..i], &spec[i + 1..])),
         None => spec.split_once('='),
     };
@@ -357,6 +363,12 @@ mod tests {
                 globs: vec![]
             }
         );
+        let mut a = args();
+        a.socket = vec!["vm=/a=/b.sock".into()];
+        assert!(Config::from_args(&a)
+            .unwrap_err()
+            .0
+            .starts_with("ambiguous --socket 'vm=/a=/b.sock'"));
         let mut a = args();
         a.socket_glob = vec!["/run/*/x.qga".into()];
         assert!(Config::from_args(&a)

@@ -152,6 +152,7 @@ fn bad_values_are_one_line_and_exit_3_in_every_mode() {
         (&["--socket", "nopath"], "expected NAME=PATH"),
         (&["--socket", "=/tmp/x.sock"], "expected NAME=PATH"),
         (&["--socket", "vm="], "expected NAME=PATH"),
+        (&["--socket", "vm=/a=/b.sock"], "ambiguous --socket"),
         (&["--bogus"], "unexpected argument '--bogus'"),
         (&["-Z"], "unexpected argument '-Z'"),
         (&["--connect", "qemu:///system"], "cannot be used with"),

@@ -280,6 +280,7 @@ fn check_output(output: &str, run: &Run, expect: &Expect) {
 /// the runs and the guest-exec calls both agents received.
 fn run_all_outputs(bad: &FakeAgent, good: &FakeAgent) -> Vec<(&'static str, Run)> {
     let sockets = [bad.socket_arg("bad"), good.socket_arg("good")];
+    let sources = flag_each("--socket", &sockets);
     // One state directory per case: the six runs share what they learn, as
     // runs on one host do, and no case sees another's.
     let state = StateDir::new();
@@ -287,24 +288,8 @@ fn run_all_outputs(bad: &FakeAgent, good: &FakeAgent) -> Vec<(&'static str, Run)
         let handles: Vec<_> = OUTPUTS
             .iter()
             .map(|(name, mode)| {
-                let sockets = &sockets;
-                let state = &state;
-                scope.spawn(move || {
-                    let mut args: Vec<&str> = mode.to_vec();
-                    args.extend_from_slice(&[
-                        "--socket",
-                        &sockets[0],
-                        "--socket",
-                        &sockets[1],
-                        "--external",
-                        EXTERNAL,
-                        "-t",
-                        DEADLINE,
-                        "--state-dir",
-                        &state.arg,
-                    ]);
-                    (*name, run_vmnetprobe(&args, Duration::from_secs(30)))
-                })
+                let (sources, state) = (&sources, &state);
+                scope.spawn(move || (*name, run_one_output(mode, sources, state)))
             })
             .collect();
         handles
@@ -312,6 +297,27 @@ fn run_all_outputs(bad: &FakeAgent, good: &FakeAgent) -> Vec<(&'static str, Run)
             .map(|h| h.join().expect("runner thread"))
             .collect()
     })
+}
+
+/// `flag v1 flag v2 ...`
+fn flag_each<'a>(flag: &'a str, values: &'a [String]) -> Vec<&'a str> {
+    values.iter().flat_map(|v| [flag, v.as_str()]).collect()
+}
+
+/// One run in output `mode` over the VMs that `sources` (`--socket` or
+/// `--socket-glob` arguments) name.
+fn run_one_output(mode: &[&str], sources: &[&str], state: &StateDir) -> Run {
+    let mut args: Vec<&str> = mode.to_vec();
+    args.extend_from_slice(sources);
+    args.extend_from_slice(&[
+        "--external",
+        EXTERNAL,
+        "-t",
+        DEADLINE,
+        "--state-dir",
+        &state.arg,
+    ]);
+    run_vmnetprobe(&args, Duration::from_secs(30))
 }
 
 fn hostile_case(mode: Mode, expect: Expect) -> (FakeAgent, Vec<(&'static str, Run)>) {
@@ -461,6 +467,93 @@ fn a_negative_pid_is_a_protocol_error() {
             reason: "guest-exec returned invalid pid -7",
         },
     );
+}
+
+#[test]
+fn a_pid_handed_out_twice_is_a_protocol_error() {
+    hostile_case(
+        Mode::PidReuse,
+        Expect {
+            state: "UNKNOWN",
+            code: "agent_protocol_error",
+            reason: "guest-exec returned pid 4001 twice in one run",
+        },
+    );
+}
+
+/// Names are not keys: the same socket file name in two directories is
+/// two VMs, and both are reported under names that tell them apart.
+#[test]
+fn two_vms_with_one_name_are_both_reported() {
+    let base = hostile_agent::temp_dir("samename");
+    let agents: Vec<FakeAgent> = ["a", "b"]
+        .iter()
+        .map(|sub| {
+            let dir = base.join(sub);
+            std::fs::create_dir_all(&dir).expect("dir");
+            FakeAgent::start_at(Mode::Normal, dir.join("101.qga"), dir)
+        })
+        .collect();
+    let globs = [
+        format!("{}/a/*.qga", base.display()),
+        format!("{}/b/*.qga", base.display()),
+    ];
+    let sources = flag_each("--socket-glob", &globs);
+    let state = StateDir::new();
+    for (output, mode) in OUTPUTS {
+        let run = run_one_output(mode, &sources, &state);
+        assert!(run.output.stderr.is_empty(), "{output}: {}", run.stderr());
+        let text = run.stdout();
+        match output {
+            "nagios" => {
+                let n = check_nagios(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+                assert_eq!(n.state, "OK", "{text}");
+                assert!(n.summary.starts_with("2 VMs"), "{text}");
+            }
+            "telegraf" => {
+                let points = check_line_protocol(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+                let vms: std::collections::BTreeSet<String> = points
+                    .iter()
+                    .filter(|p| p.measurement == "vmnetprobe_vm")
+                    .filter_map(|p| {
+                        p.tags
+                            .iter()
+                            .find(|(k, _)| k == "vm")
+                            .map(|(_, v)| v.clone())
+                    })
+                    .collect();
+                assert_eq!(vms.len(), 2, "{text}");
+            }
+            _ => {
+                let doc = json(output, &run);
+                let list = doc["vms"]
+                    .as_array()
+                    .or_else(|| doc["data"].as_array())
+                    .or_else(|| doc.as_array());
+                let Some(list) = list else { continue };
+                if output == "discover-nics" {
+                    continue;
+                }
+                let names: std::collections::BTreeSet<String> = list
+                    .iter()
+                    .map(|v| {
+                        v.get("name")
+                            .or_else(|| v.get("{#VM.NAME}"))
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string()
+                    })
+                    .collect();
+                assert_eq!(names.len(), 2, "{output}: {text}");
+                for (name, sub) in names.iter().zip(["a", "b"]) {
+                    assert!(name.starts_with("101 ("), "{name}");
+                    assert!(name.contains(&format!("/{sub}/101.qga")), "{name}");
+                }
+            }
+        }
+    }
+    drop(agents);
+    let _ = std::fs::remove_dir_all(&base);
 }
 
 #[test]
@@ -668,21 +761,10 @@ fn every_hostile_agent_in_one_run() {
         .map(|a| a.socket_arg(&format!("bad-{:?}", a.mode()).to_lowercase()))
         .collect();
     sockets.push(good.socket_arg("good"));
+    let sources = flag_each("--socket", &sockets);
     let state = StateDir::new();
     for (output, mode) in OUTPUTS {
-        let mut args: Vec<&str> = mode.to_vec();
-        for s in &sockets {
-            args.extend_from_slice(&["--socket", s]);
-        }
-        args.extend_from_slice(&[
-            "--external",
-            EXTERNAL,
-            "-t",
-            DEADLINE,
-            "--state-dir",
-            &state.arg,
-        ]);
-        let run = run_vmnetprobe(&args, Duration::from_secs(30));
+        let run = run_one_output(mode, &sources, &state);
         assert!(
             run.elapsed <= DEADLINE_DURATION + MARGIN,
             "{output}: {:?}",

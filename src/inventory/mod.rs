@@ -76,6 +76,27 @@ impl fmt::Debug for VmTarget {
     }
 }
 
+/// Names are not keys: two VMs may share one (the same socket file name in
+/// two directories). Each of them is renamed `NAME (SOCKET)` or
+/// `NAME (UUID)`, so every output shows both and no consumer merges them.
+pub fn disambiguate_names(targets: &mut [VmTarget]) {
+    let mut counts: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for t in targets.iter() {
+        *counts.entry(t.name.clone()).or_default() += 1;
+    }
+    for t in targets.iter_mut() {
+        if counts.get(&t.name).copied().unwrap_or(0) < 2 {
+            continue;
+        }
+        let identity = match (&t.socket, &t.uuid) {
+            (Some(path), _) => path.display().to_string(),
+            (None, Some(uuid)) => uuid.clone(),
+            (None, None) => continue,
+        };
+        t.name = format!("{} ({identity})", t.name);
+    }
+}
+
 /// A failure to list VMs at all: the run cannot go on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InventoryError(pub String);

@@ -95,13 +95,14 @@ impl Inventory for SocketInventory {
             all.extend(expand_glob(pattern)?);
         }
         all.sort();
-        all.dedup_by(|a, b| a.0 == b.0);
+        // The same socket twice is one VM; the same name on two sockets is two.
+        all.dedup();
         for wanted in selection {
             if !all.iter().any(|(name, _)| name == wanted) {
                 return Err(InventoryError(format!("unknown VM '{wanted}'")));
             }
         }
-        Ok(all
+        let mut targets: Vec<VmTarget> = all
             .into_iter()
             .filter(|(name, _)| selection.is_empty() || selection.contains(name))
             .map(|(name, path)| VmTarget {
@@ -113,7 +114,9 @@ impl Inventory for SocketInventory {
                 socket: Some(path.clone()),
                 connector: Box::new(SocketConnector { path }),
             })
-            .collect())
+            .collect();
+        super::disambiguate_names(&mut targets);
+        Ok(targets)
     }
 }
 
@@ -147,6 +150,32 @@ mod tests {
         assert!(inv.list(&["999".into()]).is_err());
         assert_eq!(inv.list(&["102".into()]).unwrap().len(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn two_sockets_with_one_name_are_two_vms() {
+        let base = std::env::temp_dir().join(format!("vmnp-samename-{}", std::process::id()));
+        for sub in ["a", "b"] {
+            std::fs::create_dir_all(base.join(sub)).unwrap();
+            std::fs::write(base.join(sub).join("101.qga"), "").unwrap();
+        }
+        let inv = SocketInventory {
+            sockets: vec![("101".into(), base.join("a/101.qga"))],
+            globs: vec![
+                format!("{}/a/*.qga", base.display()),
+                format!("{}/b/*.qga", base.display()),
+            ],
+        };
+        let names: Vec<String> = inv.list(&[]).unwrap().into_iter().map(|t| t.name).collect();
+        assert_eq!(
+            names,
+            [
+                format!("101 ({}/a/101.qga)", base.display()),
+                format!("101 ({}/b/101.qga)", base.display())
+            ]
+        );
+        assert_eq!(inv.list(&["101".into()]).unwrap().len(), 2);
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]

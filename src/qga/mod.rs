@@ -106,6 +106,9 @@ pub struct Agent<'a> {
     transport: &'a mut dyn AgentTransport,
     command_timeout: Duration,
     deadline: Instant,
+    /// Every pid guest-exec returned in this session: a pid handed out
+    /// twice would give one program's result to another.
+    pids: Vec<i64>,
 }
 
 impl<'a> Agent<'a> {
@@ -118,6 +121,7 @@ impl<'a> Agent<'a> {
             transport,
             command_timeout,
             deadline,
+            pids: Vec::new(),
         }
     }
 
@@ -179,7 +183,14 @@ impl<'a> Agent<'a> {
             map.insert("env".to_string(), serde_json::json!(env));
         }
         let reply = self.call("guest-exec", Some(&arguments))?;
-        protocol::parse_exec_pid(&reply).map_err(AgentError::Protocol)
+        let pid = protocol::parse_exec_pid(&reply).map_err(AgentError::Protocol)?;
+        if self.pids.contains(&pid) {
+            return Err(AgentError::Protocol(format!(
+                "guest-exec returned pid {pid} twice in one run"
+            )));
+        }
+        self.pids.push(pid);
+        Ok(pid)
     }
 
     pub fn exec_status(&mut self, pid: i64) -> Result<ExecStatus, AgentError> {
@@ -219,6 +230,20 @@ mod tests {
         assert!(matches!(e, AgentError::NotFound { .. }));
         let e = classify_agent_error("x", Some("CommandNotFound"), "whatever");
         assert!(matches!(e, AgentError::NotFound { .. }));
+    }
+
+    #[test]
+    fn a_pid_handed_out_twice_is_a_protocol_error() {
+        let mut fake =
+            fake::FakeTransport::new().handle("guest-exec", |_| Ok(serde_json::json!({"pid": 42})));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut agent = Agent::new(&mut fake, Duration::from_secs(1), deadline);
+        assert_eq!(agent.exec("/bin/ping", &[], None), Ok(42));
+        let e = agent.exec("/bin/ping", &[], None).unwrap_err();
+        assert_eq!(
+            e,
+            AgentError::Protocol("guest-exec returned pid 42 twice in one run".into())
+        );
     }
 
     #[test]

@@ -79,6 +79,8 @@ pub enum Mode {
     /// Poses as Windows; PING.EXE prints "Destination host unreachable"
     /// and exits 0 (the real ping.exe trap).
     WindowsLiar,
+    /// guest-exec hands out the same pid for every program.
+    PidReuse,
 }
 
 /// One `guest-exec` as the agent received it.
@@ -133,7 +135,8 @@ impl FakeAgent {
         Self::start_at(mode, dir.join("qga.sock"), dir)
     }
 
-    fn start_at(mode: Mode, socket: PathBuf, dir: PathBuf) -> FakeAgent {
+    /// An agent on `socket`; `dir` is removed with it.
+    pub fn start_at(mode: Mode, socket: PathBuf, dir: PathBuf) -> FakeAgent {
         let listener = UnixListener::bind(&socket).expect("bind fake agent socket");
         backdate(&socket);
         let agent = FakeAgent {
@@ -514,6 +517,10 @@ impl Session<'_> {
         }
         if self.mode == Mode::NegativePid {
             return Action::Reply(json!({"pid": -7}));
+        }
+        if self.mode == Mode::PidReuse {
+            self.pids.insert(4001, call);
+            return Action::Reply(json!({"pid": 4001}));
         }
         self.next_pid += 1;
         self.pids.insert(self.next_pid, call);
