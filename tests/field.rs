@@ -210,3 +210,28 @@ fn a_ping_that_exits_0_without_a_reply_cannot_tell() {
     assert_eq!(guest["external"]["code"], "ping_error", "{guest}");
     assert_eq!(guest["state"], "UNKNOWN", "{guest}");
 }
+
+#[test]
+fn a_gateway_that_is_the_guests_own_address_is_flagged_not_pinged() {
+    if !common::require_real("a_gateway_that_is_the_guests_own_address_is_flagged_not_pinged") {
+        return;
+    }
+    // The kernel refuses such a route; `--gateway` (for guests without a
+    // default route) takes any address, and a guest would answer itself.
+    let lab = AgentLab::start(LabOptions {
+        no_default_route: true,
+        ..LabOptions::default()
+    });
+    let own = lab.guest_ip.to_string();
+    let doc = status(&lab, &["--external", &own, "--gateway", &own]);
+    let (guest, nic) = only_nic(&doc);
+    assert_eq!(nic["state"], "WARNING", "{guest}");
+    assert_eq!(nic["code"], "gateway_invalid", "{guest}");
+    assert!(
+        nic["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("the guest's own address"),
+        "{guest}"
+    );
+}

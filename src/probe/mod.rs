@@ -687,12 +687,33 @@ impl<'c> VmProbe<'c> {
         // Slot: Some(i) = NIC i's gateway, None = the external target.
         let mut pending: Vec<(Option<usize>, PingTarget, String)> = Vec::new();
         let mut refused: Vec<(usize, Finding)> = Vec::new();
+        let own: Vec<IpAddr> = self
+            .nics
+            .iter()
+            .flat_map(|n| {
+                n.candidates
+                    .iter()
+                    .flat_map(|g| g.ips.iter().map(|(ip, _)| *ip))
+            })
+            .collect();
         for (i, nic) in self.nics.iter().enumerate() {
             if nic.finding.is_some() {
                 continue;
             }
             let zone = nic.guest.as_ref().map(|g| g.name.as_str());
             for gw in nic.gateways() {
+                // The guest would answer itself: no check of the path out.
+                let invalid = if gw.is_loopback() {
+                    Some("loopback")
+                } else if own.contains(&gw) {
+                    Some("the guest's own address")
+                } else {
+                    None
+                };
+                if let Some(why) = invalid {
+                    refused.push((i, Finding::GatewayInvalid(gw, why)));
+                    continue;
+                }
                 match ping::target_argument(gw, zone) {
                     Ok(arg) => pending.push((Some(i), PingTarget::Gateway(gw), arg)),
                     Err(e) => refused.push((i, Finding::PingError(e))),

@@ -619,6 +619,17 @@ fn a_vlan_over_the_nic_in_socket_mode_is_one_nic_with_the_vlans_route() {
     assert_eq!(vm.verdict.state, ServiceState::Critical);
 }
 
+/// The targets of the pings the guest was asked to run, in order.
+fn pinged(calls: &CallLog) -> Vec<String> {
+    calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(c, a)| c == "guest-exec" && a.as_ref().unwrap()["path"] == "/bin/ping")
+        .map(|(_, a)| a.as_ref().unwrap()["arg"][5].as_str().unwrap().to_string())
+        .collect()
+}
+
 #[test]
 fn every_ecmp_next_hop_is_checked() {
     let ecmp = "default proto static metric 100 \n\tnexthop via 192.0.2.1 dev eth0 weight 1 \n\tnexthop via 192.0.2.2 dev eth0 weight 1 \n";
@@ -631,14 +642,7 @@ fn every_ecmp_next_hop_is_checked() {
     assert_eq!(nic.verdict.code, Code::GatewayUnreachable, "{vm:?}");
     assert!(nic.verdict.reason.contains("192.0.2.2"), "{vm:?}");
     assert_eq!(nic.gateway, Some("192.0.2.2".parse().unwrap()));
-    let pinged: Vec<String> = calls
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(c, a)| c == "guest-exec" && a.as_ref().unwrap()["path"] == "/bin/ping")
-        .map(|(_, a)| a.as_ref().unwrap()["arg"][5].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(pinged, ["192.0.2.1", "192.0.2.2", "198.51.100.1"]);
+    assert_eq!(pinged(&calls), ["192.0.2.1", "192.0.2.2", "198.51.100.1"]);
 }
 
 #[test]
@@ -678,4 +682,27 @@ fn a_ping_that_exits_0_without_a_reply_cannot_tell() {
     let (vm, _) = probe(linux_guest(true, silent), &cfg());
     assert_eq!(vm.nics[0].verdict.code, Code::PingError, "{vm:?}");
     assert_eq!(vm.verdict.state, ServiceState::Unknown);
+}
+
+#[test]
+fn a_gateway_that_is_the_guests_own_address_or_loopback_is_flagged_not_pinged() {
+    for (route, why) in [
+        (
+            "default via 192.0.2.10 dev eth0\n",
+            "the guest's own address",
+        ),
+        ("default via 127.0.0.1 dev eth0\n", "loopback"),
+    ] {
+        let guest = linux_guest_with(true, interfaces(), route, "", all_ok);
+        let (vm, calls) = probe(guest, &cfg());
+        let nic = &vm.nics[0];
+        assert_eq!(nic.verdict.code, Code::GatewayInvalid, "{vm:?}");
+        assert_eq!(nic.verdict.state, ServiceState::Warning);
+        assert!(nic.verdict.reason.contains(why), "{vm:?}");
+        assert_eq!(
+            pinged(&calls),
+            ["198.51.100.1"],
+            "only the external is pinged"
+        );
+    }
 }

@@ -64,6 +64,7 @@ codes! {
     LinkDown => "link_down",
     NicMissing => "nic_missing",
     NoAddress => "no_address",
+    GatewayInvalid => "gateway_invalid",
     NotChecked => "not_checked",
 }
 

@@ -45,6 +45,9 @@ pub enum Finding {
     LinkDown,
     NicMissing,
     NoAddress,
+    /// The gateway is loopback or one of the guest's own addresses: a
+    /// ping to it would test nothing on the path out.
+    GatewayInvalid(IpAddr, &'static str),
     /// `--no-exec`: the interface is up with addresses; nothing was pinged.
     NotChecked(String),
 }
@@ -157,6 +160,11 @@ impl Policy {
             Finding::NicMissing => {
                 Verdict::new(Critical, Code::NicMissing, "NIC not visible in the guest")
             }
+            Finding::GatewayInvalid(gateway, why) => Verdict::new(
+                Warning,
+                Code::GatewayInvalid,
+                format!("gateway {gateway} is {why}, not a gateway (not pinged)"),
+            ),
             Finding::NoAddress => {
                 Verdict::new(Warning, Code::NoAddress, "no IP address in the guest")
             }
@@ -307,6 +315,11 @@ mod tests {
             (Finding::LinkDown, Critical, Code::LinkDown),
             (Finding::NicMissing, Critical, Code::NicMissing),
             (Finding::NoAddress, Warning, Code::NoAddress),
+            (
+                Finding::GatewayInvalid("127.0.0.1".parse().unwrap(), "loopback"),
+                Warning,
+                Code::GatewayInvalid,
+            ),
             (Finding::NotChecked("up".into()), Ok, Code::NotChecked),
         ];
         for (finding, want_state, want_code) in cases {
