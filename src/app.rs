@@ -79,7 +79,7 @@ fn selection_key(config: &Config) -> String {
     let mut domains = config.domains.clone();
     domains.sort();
     format!(
-        "{:?}|{domains:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{}|{}|{}",
+        "{:?}|{domains:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{}|{}|{:?}|{:?}|{:?}|{}|{}|{}",
         config.source,
         p.external,
         p.fallback_gateway,
@@ -88,6 +88,8 @@ fn selection_key(config: &Config) -> String {
         p.command_timeout,
         p.no_exec,
         p.policy.agent_down_state,
+        p.policy.paused_state,
+        p.policy.migrating_state,
         p.policy.rtt_warning.as_ref().map(|r| r.as_str()),
         p.policy.rtt_critical.as_ref().map(|r| r.as_str()),
         config.grace,

@@ -182,6 +182,15 @@ pub struct TargetArgs {
     /// State for a booting VM (ok, warning, critical, unknown).
     #[arg(long, value_name = "STATE", default_value = "ok")]
     pub booting_state: String,
+    /// State for a VM paused by the user, a save, a dump or a snapshot
+    /// (ok, warning, critical, unknown). A pause on an I/O error, a watchdog
+    /// or a crash is always critical.
+    #[arg(long, value_name = "STATE", default_value = "warning")]
+    pub paused_state: String,
+    /// State for a VM migrating to another host, also when its agent fails
+    /// meanwhile (ok, warning, critical, unknown).
+    #[arg(long, value_name = "STATE", default_value = "ok")]
+    pub migrating_state: String,
     /// Consecutive failed probes before a NIC or external check is
     /// CRITICAL; WARNING before that (1: at once).
     #[arg(long, value_name = "N", default_value_t = 1)]

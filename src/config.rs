@@ -102,6 +102,11 @@ pub fn parse_address(option: &str, text: &str) -> Result<IpAddr, ConfigError> {
     validate_target(addr).map_err(|e| ConfigError(format!("invalid address for {option}: {e}")))
 }
 
+fn parse_state(option: &str, text: &str) -> Result<ServiceState, ConfigError> {
+    text.parse()
+        .map_err(|e| ConfigError(format!("{option}: {e}")))
+}
+
 fn parse_range(option: &str, text: Option<&str>) -> Result<Option<Range>, ConfigError> {
     text.map(|t| {
         t.parse::<Range>()
@@ -198,10 +203,7 @@ impl Config {
             .as_deref()
             .map(|g| parse_address("--gateway", g))
             .transpose()?;
-        let agent_down_state: ServiceState = args
-            .agent_down_state
-            .parse()
-            .map_err(|e| ConfigError(format!("--agent-down-state: {e}")))?;
+        let agent_down_state = parse_state("--agent-down-state", &args.agent_down_state)?;
         let warning = parse_range("--warning", args.warning.as_deref())?;
         let critical = parse_range("--critical", args.critical.as_deref())?;
         if args.jobs == 0 || args.jobs > 1024 {
@@ -211,10 +213,9 @@ impl Config {
             )));
         }
         let grace = parse_duration_or_off("--grace", &args.grace)?;
-        let booting_state: ServiceState = args
-            .booting_state
-            .parse()
-            .map_err(|e| ConfigError(format!("--booting-state: {e}")))?;
+        let booting_state = parse_state("--booting-state", &args.booting_state)?;
+        let paused_state = parse_state("--paused-state", &args.paused_state)?;
+        let migrating_state = parse_state("--migrating-state", &args.migrating_state)?;
         if args.fail_after == 0 || args.fail_after > 1000 {
             return Err(ConfigError(format!(
                 "invalid --fail-after {}: expected 1 to 1000",
@@ -258,6 +259,8 @@ impl Config {
                 no_exec: args.no_exec,
                 policy: Policy {
                     agent_down_state,
+                    paused_state,
+                    migrating_state,
                     rtt_warning: warning.clone(),
                     rtt_critical: critical.clone(),
                 },
@@ -289,6 +292,8 @@ mod tests {
             agent_down_state: "unknown".into(),
             grace: "120s".into(),
             booting_state: "ok".into(),
+            paused_state: "warning".into(),
+            migrating_state: "ok".into(),
             fail_after: 1,
             no_state: true,
             ..TargetArgs::default()

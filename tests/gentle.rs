@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vmnetprobe::cache::{FactBook, FactUpdate, VmStore};
 use vmnetprobe::inventory::fake::OneShotConnector;
-use vmnetprobe::inventory::{ChannelState, VmTarget};
+use vmnetprobe::inventory::{ChannelState, Lifecycle, VmTarget};
 use vmnetprobe::probe::{probe_vm, ProbeConfig};
 use vmnetprobe::qga::fake::FakeTransport;
 use vmnetprobe::qga::AgentError;
@@ -116,10 +116,11 @@ fn run(
     let target = VmTarget {
         name: "vm1".into(),
         uuid: Some("u-1".into()),
-        running: true,
+        lifecycle: Lifecycle::Running,
         channel: ChannelState::Connected,
         nics: Vec::new(),
         socket: None,
+        settings: Ok(Default::default()),
         connector: Box::new(OneShotConnector::new(transport)),
     };
     let book = Arc::new(FactBook::new(BTreeMap::new(), known.clone()));

@@ -8,7 +8,7 @@ mod common;
 use common::{stdout, vm, vmnetprobe};
 use serde_json::Value;
 use vmnetprobe::inventory::libvirt::LibvirtInventory;
-use vmnetprobe::inventory::{ChannelState, Inventory};
+use vmnetprobe::inventory::{ChannelState, Inventory, Lifecycle};
 
 const URI: &str = "test:///default";
 
@@ -23,7 +23,7 @@ fn lists_the_running_test_domain_with_its_nic_and_network() {
         test.uuid.as_deref(),
         Some("6695eb01-f6a4-8304-79aa-97f2502e193f")
     );
-    assert!(test.running);
+    assert_eq!(test.lifecycle, Lifecycle::Running);
     assert_eq!(test.channel, ChannelState::Missing);
     assert_eq!(test.nics.len(), 1);
     let nic = &test.nics[0];

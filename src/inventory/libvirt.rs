@@ -1,7 +1,11 @@
 //! Running VMs from libvirt: the domain list, the live domain XML (NICs and
 //! the agent channel state) and the XML of the networks the NICs are on.
 
-use super::{AgentConnector, ChannelState, Inventory, InventoryError, NicConfig, VmTarget};
+use super::metadata::{parse_metadata, DomainMetadata};
+use super::{
+    AgentConnector, ChannelState, Inventory, InventoryError, Lifecycle, NicConfig, PauseReason,
+    VmTarget,
+};
 use crate::qga::libvirt::LibvirtTransport;
 use crate::qga::protocol::{normalize_mac, one_line};
 use crate::qga::{AgentError, AgentTransport};
@@ -10,7 +14,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use virt::connect::Connect;
-use virt::domain::{Domain, DomainState};
+use virt::domain::{
+    Domain, DomainPausedReason, DomainState, DomainStateReason, DomainStateReasonEnum,
+};
+use virt::enumutil::Enum;
 use virt::sys;
 
 const AGENT_CHANNEL: &str = "org.qemu.guest_agent.0";
@@ -23,6 +30,72 @@ impl AgentConnector for LibvirtConnector {
     fn connect(&self, _timeout: Duration) -> Result<Box<dyn AgentTransport>, AgentError> {
         Ok(Box::new(LibvirtTransport::new(Arc::clone(&self.domain))))
     }
+
+    fn lifecycle(&self) -> Option<Lifecycle> {
+        let lifecycle = read_lifecycle(&self.domain)?;
+        // A live migration keeps the source running until its last phase:
+        // only the job says it is under way.
+        if lifecycle == Lifecycle::Running && migrating_out(&self.domain) {
+            return Some(Lifecycle::Migrating);
+        }
+        Some(lifecycle)
+    }
+}
+
+/// The domain's lifecycle from `virDomainGetState`. Only libvirt saying so
+/// makes a VM "not running": a state it could not read (libvirtd going
+/// away) is `None`, and callers leave the verdict to the agent call, which
+/// then reports the host error as UNKNOWN, never a false CRITICAL.
+fn read_lifecycle(domain: &Domain) -> Option<Lifecycle> {
+    match domain.state() {
+        Ok((Enum::Known(state), reason)) => Some(lifecycle_from_state(state, reason)),
+        Ok((Enum::Unknown(_), _)) => None,
+        Err(e) if is_no_domain(&e) => Some(Lifecycle::NotRunning),
+        Err(_) => None,
+    }
+}
+
+/// An outgoing migration job is active on the domain (libvirt ≥ 3.3 says
+/// which operation a job is; older ones never count as migrating).
+fn migrating_out(domain: &Domain) -> bool {
+    domain.job_stats(0).is_ok_and(|job| {
+        job.r#type != sys::VIR_DOMAIN_JOB_NONE as i32
+            && job.operation == Some(sys::VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT as i32)
+    })
+}
+
+/// Maps libvirt's state and reason to a [`Lifecycle`].
+pub fn lifecycle_from_state(state: DomainState, reason: DomainStateReasonEnum) -> Lifecycle {
+    use DomainPausedReason as P;
+    match state {
+        // Blocked is running, waiting on a resource; "no state" is what
+        // some drivers report for a running domain.
+        DomainState::Running | DomainState::Blocked | DomainState::NoState => Lifecycle::Running,
+        DomainState::PMSuspended => Lifecycle::Paused(PauseReason::GuestSuspended),
+        DomainState::Shutdown | DomainState::Shutoff | DomainState::Crashed => {
+            Lifecycle::NotRunning
+        }
+        DomainState::Paused => {
+            let Enum::Known(DomainStateReason::Paused(Enum::Known(why))) = reason else {
+                return Lifecycle::Paused(PauseReason::Unknown);
+            };
+            Lifecycle::Paused(match why {
+                P::Migration | P::PostCopy => return Lifecycle::Migrating,
+                P::User => PauseReason::User,
+                P::Save => PauseReason::Save,
+                P::Dump => PauseReason::Dump,
+                P::Snapshot | P::FromSnapshot => PauseReason::Snapshot,
+                P::StartingUp => PauseReason::StartingUp,
+                P::ShuttingDown => PauseReason::ShuttingDown,
+                P::IOError => PauseReason::IoError,
+                P::Watchdog => PauseReason::Watchdog,
+                P::Crashed => PauseReason::Crashed,
+                P::APIError => PauseReason::ApiError,
+                P::PostCopyFailed => PauseReason::PostcopyFailed,
+                P::Unknown => PauseReason::Unknown,
+            })
+        }
+    }
 }
 
 /// What the live domain XML says.
@@ -30,6 +103,7 @@ impl AgentConnector for LibvirtConnector {
 pub struct DomainXml {
     pub nics: Vec<NicConfig>,
     pub channel: ChannelState,
+    pub metadata: DomainMetadata,
 }
 
 /// Parses the NICs and the guest agent channel out of a domain's XML.
@@ -79,7 +153,11 @@ pub fn parse_domain_xml(xml: &str) -> Result<DomainXml, String> {
         }
     }
     nics.sort_by(|a, b| a.mac.cmp(&b.mac));
-    Ok(DomainXml { nics, channel })
+    Ok(DomainXml {
+        nics,
+        channel,
+        metadata: parse_metadata(doc.root_element()),
+    })
 }
 
 fn prefix_from_netmask(mask: &str) -> Option<u8> {
@@ -125,10 +203,7 @@ pub struct LibvirtInventory {
 }
 
 fn is_no_domain(e: &virt::error::Error) -> bool {
-    matches!(
-        e.code(),
-        virt::enumutil::Enum::Known(virt::error::ErrorNumber::NoDomain)
-    )
+    matches!(e.code(), Enum::Known(virt::error::ErrorNumber::NoDomain))
 }
 
 fn libvirt_message(e: &virt::error::Error) -> String {
@@ -187,22 +262,15 @@ impl LibvirtInventory {
             ))
         })?;
         let uuid = domain.uuid_string().ok();
-        // Only libvirt saying so makes a VM "not running": a state it could
-        // not read (libvirtd going away) is left to the agent call, which
-        // then reports the host error as UNKNOWN, never a false CRITICAL.
-        let running = match domain.state() {
-            Ok((virt::enumutil::Enum::Known(state), _)) => state == DomainState::Running,
-            Ok((virt::enumutil::Enum::Unknown(_), _)) => true,
-            Err(e) => !is_no_domain(&e),
-        };
+        let lifecycle = read_lifecycle(&domain).unwrap_or(Lifecycle::Running);
         // A domain that vanished between listing and reading is "not running".
         let parsed = domain
             .xml_desc(0)
             .ok()
             .and_then(|xml| parse_domain_xml(&xml).ok());
-        let (mut nics, channel) = match parsed {
-            Some(p) => (p.nics, p.channel),
-            None => (Vec::new(), ChannelState::Unknown),
+        let (mut nics, channel, metadata) = match parsed {
+            Some(p) => (p.nics, p.channel, p.metadata),
+            None => (Vec::new(), ChannelState::Unknown, DomainMetadata::default()),
         };
         for nic in &mut nics {
             if let Some(net) = nic.network.clone() {
@@ -216,10 +284,11 @@ impl LibvirtInventory {
         Ok(VmTarget {
             name,
             uuid,
-            running,
+            lifecycle,
             channel,
             nics,
             socket: None,
+            settings: metadata.vmnetprobe,
             connector: Box::new(LibvirtConnector {
                 domain: Arc::new(domain),
             }),
@@ -229,9 +298,10 @@ impl LibvirtInventory {
 
 impl Inventory for LibvirtInventory {
     fn list(&self, selection: &[String]) -> Result<Vec<VmTarget>, InventoryError> {
+        // Active, not only running: a paused VM is reported, never skipped.
         let domains = if selection.is_empty() {
             self.conn
-                .list_all_domains(sys::VIR_CONNECT_LIST_DOMAINS_RUNNING)
+                .list_all_domains(sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)
                 .map_err(|e| {
                     InventoryError(format!(
                         "cannot list domains at {}: {}",
@@ -248,7 +318,13 @@ impl Inventory for LibvirtInventory {
         let mut networks = BTreeMap::new();
         let mut targets = Vec::with_capacity(domains.len());
         for domain in domains {
-            targets.push(self.target(domain, &mut networks)?);
+            let target = self.target(domain, &mut networks)?;
+            // Host-wide, a VM shutting down (or gone since the listing) is
+            // not one to watch; a selected one is reported as not running.
+            if selection.is_empty() && target.lifecycle == Lifecycle::NotRunning {
+                continue;
+            }
+            targets.push(target);
         }
         targets.sort_by(|a, b| a.name.cmp(&b.name));
         targets.dedup_by(|a, b| a.uuid.is_some() && a.uuid == b.uuid);
@@ -315,6 +391,55 @@ mod tests {
             ChannelState::Disconnected
         );
         assert!(parse_domain_xml("<domain><devices>").is_err());
+    }
+
+    #[test]
+    fn state_reasons_map_to_lifecycles() {
+        use virt::domain::DomainRunningReason;
+        let paused = |why: DomainPausedReason| {
+            lifecycle_from_state(
+                DomainState::Paused,
+                Enum::Known(DomainStateReason::Paused(Enum::Known(why))),
+            )
+        };
+        assert_eq!(
+            paused(DomainPausedReason::User),
+            Lifecycle::Paused(PauseReason::User)
+        );
+        assert_eq!(
+            paused(DomainPausedReason::IOError),
+            Lifecycle::Paused(PauseReason::IoError)
+        );
+        assert_eq!(paused(DomainPausedReason::Migration), Lifecycle::Migrating);
+        assert_eq!(paused(DomainPausedReason::PostCopy), Lifecycle::Migrating);
+        assert_eq!(
+            paused(DomainPausedReason::FromSnapshot),
+            Lifecycle::Paused(PauseReason::Snapshot)
+        );
+        assert!(PauseReason::IoError.is_failure() && !PauseReason::User.is_failure());
+        let raw = lifecycle_from_state(DomainState::Paused, Enum::Unknown(99));
+        assert_eq!(raw, Lifecycle::Paused(PauseReason::Unknown));
+        let running = Enum::Known(DomainStateReason::Running(Enum::Known(
+            DomainRunningReason::Unpaused,
+        )));
+        assert_eq!(
+            lifecycle_from_state(DomainState::Running, running),
+            Lifecycle::Running
+        );
+        assert_eq!(
+            lifecycle_from_state(DomainState::PMSuspended, Enum::Unknown(0)),
+            Lifecycle::Paused(PauseReason::GuestSuspended)
+        );
+        for gone in [
+            DomainState::Shutdown,
+            DomainState::Shutoff,
+            DomainState::Crashed,
+        ] {
+            assert_eq!(
+                lifecycle_from_state(gone, Enum::Unknown(0)),
+                Lifecycle::NotRunning
+            );
+        }
     }
 
     #[test]

@@ -4,10 +4,13 @@
 pub mod fake;
 #[cfg(feature = "libvirt")]
 pub mod libvirt;
+#[cfg(feature = "libvirt")]
+pub mod metadata;
 pub mod socket;
 pub mod started;
 
 use crate::qga::{AgentError, AgentTransport};
+use crate::report::NicKind;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -16,6 +19,83 @@ use std::time::Duration;
 /// Opens a session with one VM's guest agent.
 pub trait AgentConnector: Send + Sync {
     fn connect(&self, timeout: Duration) -> Result<Box<dyn AgentTransport>, AgentError>;
+
+    /// The VM's lifecycle as the host sees it now, asked again after the
+    /// agent failed (a pause or a migration may have begun mid-probe).
+    /// `None` when the host cannot tell (agent sockets).
+    fn lifecycle(&self) -> Option<Lifecycle> {
+        None
+    }
+}
+
+/// Why the host paused a VM (libvirt's paused-state reason, or a guest
+/// that suspended itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseReason {
+    User,
+    Save,
+    Dump,
+    Snapshot,
+    StartingUp,
+    ShuttingDown,
+    /// The guest suspended itself (S3/S4, `pmsuspended`).
+    GuestSuspended,
+    /// Stopped on a disk I/O error (`error_policy='stop'`, ENOSPC on thin storage).
+    IoError,
+    /// The watchdog device fired with action `pause`: the guest hung.
+    Watchdog,
+    /// The guest panicked (`on_crash='preserve'`).
+    Crashed,
+    /// libvirt paused it after one of its own operations failed.
+    ApiError,
+    /// A post-copy migration failed: the VM's memory is split between hosts.
+    PostcopyFailed,
+    Unknown,
+}
+
+impl PauseReason {
+    /// A pause that is a failure of the VM (alerts), not an operator's or
+    /// a tool's decision (its state is configurable).
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            PauseReason::IoError
+                | PauseReason::Watchdog
+                | PauseReason::Crashed
+                | PauseReason::ApiError
+                | PauseReason::PostcopyFailed
+        )
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            PauseReason::User => "paused by the user",
+            PauseReason::Save => "paused while being saved",
+            PauseReason::Dump => "paused for a memory dump",
+            PauseReason::Snapshot => "paused for a snapshot",
+            PauseReason::StartingUp => "paused while starting up",
+            PauseReason::ShuttingDown => "paused while shutting down",
+            PauseReason::GuestSuspended => "suspended by the guest (power management)",
+            PauseReason::IoError => "paused on a disk I/O error",
+            PauseReason::Watchdog => "paused by its watchdog (guest hung)",
+            PauseReason::Crashed => "paused after a guest crash",
+            PauseReason::ApiError => "paused after a failed libvirt operation",
+            PauseReason::PostcopyFailed => "paused: post-copy migration failed",
+            PauseReason::Unknown => "paused (reason unknown)",
+        }
+    }
+}
+
+/// Where a VM is in its life, as the host says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    Running,
+    Paused(PauseReason),
+    /// An outgoing migration is under way (running with a migration job,
+    /// or paused for its last phase).
+    Migrating,
+    /// Shut off, shutting down, crashed, or gone.
+    NotRunning,
 }
 
 /// What the host says about the agent channel before anyone talks to it.
@@ -48,11 +128,24 @@ pub struct NicConfig {
     pub network_addresses: Vec<(IpAddr, u8)>,
 }
 
+/// Per-VM settings the host keeps for vmnetprobe (libvirt: the domain's
+/// metadata, see [`metadata`]), already validated.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VmSettings {
+    /// In maintenance, with the operator's note (may be empty): reported,
+    /// never alerting, nothing asked of the guest.
+    pub maintenance: Option<String>,
+    /// Pinged instead of `--external` from this VM.
+    pub external: Option<IpAddr>,
+    /// NIC type by MAC, over `--external-network`.
+    pub nic_kinds: Vec<(String, NicKind)>,
+}
+
 /// One VM to probe.
 pub struct VmTarget {
     pub name: String,
     pub uuid: Option<String>,
-    pub running: bool,
+    pub lifecycle: Lifecycle,
     pub channel: ChannelState,
     /// NICs from the domain XML; empty when the host does not know them
     /// (socket mode), in which case the guest's own interfaces are used.
@@ -60,6 +153,9 @@ pub struct VmTarget {
     /// The agent socket (socket mode): the VM's identity on this host and,
     /// by its age, when the VM started.
     pub socket: Option<PathBuf>,
+    /// `Err` when the host's settings for this VM are invalid: the VM is
+    /// then UNKNOWN with that reason instead of probed with half of them.
+    pub settings: Result<VmSettings, String>,
     pub connector: Box<dyn AgentConnector>,
 }
 
@@ -68,10 +164,11 @@ impl fmt::Debug for VmTarget {
         f.debug_struct("VmTarget")
             .field("name", &self.name)
             .field("uuid", &self.uuid)
-            .field("running", &self.running)
+            .field("lifecycle", &self.lifecycle)
             .field("channel", &self.channel)
             .field("nics", &self.nics)
             .field("socket", &self.socket)
+            .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
 }
@@ -111,8 +208,9 @@ impl std::error::Error for InventoryError {}
 
 /// A source of VMs (libvirt, a list of agent sockets).
 pub trait Inventory {
-    /// The running VMs, or those named in `selection` (name or UUID). A
-    /// selected VM that exists but is not running is returned with
-    /// `running: false`; a selected VM that does not exist is an error.
+    /// The running and paused VMs, or those named in `selection` (name or
+    /// UUID). A selected VM that exists but is not running is returned with
+    /// [`Lifecycle::NotRunning`]; a selected VM that does not exist is an
+    /// error.
     fn list(&self, selection: &[String]) -> Result<Vec<VmTarget>, InventoryError>;
 }

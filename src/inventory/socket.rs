@@ -1,7 +1,7 @@
 //! VMs given as guest agent unix sockets: `--socket NAME=PATH` and
 //! `--socket-glob PATTERN` (Proxmox VE: `/var/run/qemu-server/*.qga`).
 
-use super::{AgentConnector, ChannelState, Inventory, InventoryError, VmTarget};
+use super::{AgentConnector, ChannelState, Inventory, InventoryError, Lifecycle, VmTarget};
 use crate::qga::socket::SocketTransport;
 use crate::qga::{AgentError, AgentTransport};
 use std::path::{Path, PathBuf};
@@ -108,10 +108,11 @@ impl Inventory for SocketInventory {
             .map(|(name, path)| VmTarget {
                 name,
                 uuid: None,
-                running: true,
+                lifecycle: Lifecycle::Running,
                 channel: ChannelState::Unknown,
                 nics: Vec::new(),
                 socket: Some(path.clone()),
+                settings: Ok(Default::default()),
                 connector: Box::new(SocketConnector { path }),
             })
             .collect();

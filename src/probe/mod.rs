@@ -9,7 +9,7 @@ pub mod ping;
 pub mod runner;
 
 use crate::cache::{now_ms, AgentFacts, FactBook, FactUpdate, RouteEntry, RouteMemo, ROUTE_TTL};
-use crate::inventory::{ChannelState, NicConfig, VmTarget};
+use crate::inventory::{ChannelState, Lifecycle, NicConfig, VmSettings, VmTarget};
 use crate::qga::{Agent, AgentError, AgentTransport, GuestInfo, GuestInterface};
 use crate::report::{
     AgentReport, GatewaySource, GuestOs, NicKind, NicReport, TargetReport, VmReport,
@@ -184,6 +184,9 @@ enum PingFlavor {
 
 struct VmProbe<'c> {
     cfg: &'c ProbeConfig,
+    /// The VM's own settings (none when they were invalid: the VM is then
+    /// not probed).
+    settings: VmSettings,
     os: GuestOs,
     agent: Verdict,
     agent_version: Option<String>,
@@ -204,7 +207,17 @@ struct VmProbe<'c> {
     agent_execs: u32,
 }
 
-fn classify_kind(cfg: &ProbeConfig, names: &[Option<&str>]) -> NicKind {
+/// The NIC's type: the VM's own setting for its MAC, else whether it is on
+/// one of `--external-network`.
+fn classify_kind(
+    cfg: &ProbeConfig,
+    settings: &VmSettings,
+    mac: &str,
+    names: &[Option<&str>],
+) -> NicKind {
+    if let Some((_, kind)) = settings.nic_kinds.iter().find(|(m, _)| m == mac) {
+        return *kind;
+    }
     let external = names
         .iter()
         .flatten()
@@ -218,16 +231,23 @@ fn classify_kind(cfg: &ProbeConfig, names: &[Option<&str>]) -> NicKind {
 
 impl<'c> VmProbe<'c> {
     fn new(target: &VmTarget, cfg: &'c ProbeConfig) -> Self {
+        let settings = target.settings.clone().unwrap_or_default();
         let nics = target
             .nics
             .iter()
             .map(|c| {
-                let kind = classify_kind(cfg, &[c.network.as_deref(), c.bridge.as_deref()]);
+                let kind = classify_kind(
+                    cfg,
+                    &settings,
+                    &c.mac,
+                    &[c.network.as_deref(), c.bridge.as_deref()],
+                );
                 NicProbe::new(c.mac.clone(), Some(c.clone()), kind)
             })
             .collect();
         let mut probe = VmProbe {
             cfg,
+            settings,
             os: GuestOs::Unknown,
             agent: cfg.policy.verdict(&Finding::AgentUp(String::new())),
             agent_version: None,
@@ -252,11 +272,18 @@ impl<'c> VmProbe<'c> {
     /// The external ping applies unless `--external-network` is in use and
     /// this VM has no NIC on such a network.
     fn update_external_applicability(&mut self) {
-        let applies = self.cfg.external.is_some()
+        // The VM's own external address replaces `--external`; none is
+        // pinged under `--no-exec` either way.
+        let address = self
+            .cfg
+            .external
+            .map(|default| self.settings.external.unwrap_or(default));
+        let kinds_set =
+            !self.cfg.external_networks.is_empty() || !self.settings.nic_kinds.is_empty();
+        let applies = address.is_some()
             && !self.cfg.no_exec
-            && (self.cfg.external_networks.is_empty()
-                || self.nics.iter().any(|n| n.kind == NicKind::External));
-        self.external = match (applies, self.cfg.external) {
+            && (!kinds_set || self.nics.iter().any(|n| n.kind == NicKind::External));
+        self.external = match (applies, address) {
             (true, Some(addr)) => Some((addr, self.external.take().and_then(|(_, f)| f))),
             _ => None,
         };
@@ -275,7 +302,26 @@ impl<'c> VmProbe<'c> {
     }
 
     fn run(&mut self, target: &VmTarget, gate: &CommandGate, deadline: Instant) {
-        let not_up = if !target.running {
+        // The host's word comes first, and none of these asks the guest
+        // anything: a VM in maintenance or paused keeps what was learned
+        // about its agent.
+        let host_says = match (&target.settings, target.lifecycle) {
+            (Err(reason), _) => Some(Finding::SettingsInvalid(reason.clone())),
+            (
+                Ok(VmSettings {
+                    maintenance: Some(note),
+                    ..
+                }),
+                _,
+            ) => Some(Finding::Maintenance(note.clone())),
+            (Ok(_), Lifecycle::Paused(why)) => Some(Finding::Paused(why)),
+            (Ok(_), Lifecycle::Migrating) => Some(Finding::Migrating(None)),
+            _ => None,
+        };
+        if let Some(finding) = host_says {
+            return self.agent_failed(finding);
+        }
+        let not_up = if target.lifecycle == Lifecycle::NotRunning {
             Some(Finding::VmNotRunning)
         } else {
             match target.channel {
@@ -434,7 +480,7 @@ impl<'c> VmProbe<'c> {
                     .iter()
                     .map(|g| Some(g.name.as_str()))
                     .collect();
-                nic.kind = classify_kind(self.cfg, &names);
+                nic.kind = classify_kind(self.cfg, &self.settings, mac, &names);
                 self.nics.push(nic);
             }
             self.update_external_applicability();

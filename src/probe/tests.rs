@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::inventory::fake::OneShotConnector;
-use crate::inventory::{AgentConnector, ChannelState, NicConfig, VmTarget};
+use crate::inventory::{AgentConnector, ChannelState, Lifecycle, NicConfig, VmSettings, VmTarget};
 use crate::qga::fake::{CallLog, FakeTransport};
 use crate::qga::{AgentError, AgentTransport};
 use crate::verdict::{Code, ServiceState};
@@ -129,10 +129,11 @@ fn target_with(transport: FakeTransport, nics: Vec<NicConfig>) -> VmTarget {
     VmTarget {
         name: "vm1".into(),
         uuid: Some("u-1".into()),
-        running: true,
+        lifecycle: Lifecycle::Running,
         channel: ChannelState::Connected,
         nics,
         socket: None,
+        settings: Ok(Default::default()),
         connector: Box::new(OneShotConnector::new(transport)),
     }
 }
@@ -475,7 +476,7 @@ fn not_running_and_channel_states_come_before_the_agent() {
             ..NicConfig::default()
         }],
     );
-    target.running = false;
+    target.lifecycle = Lifecycle::NotRunning;
     let vm = probe_vm(&target, &cfg(), Instant::now() + Duration::from_secs(1));
     assert_eq!(
         (vm.verdict.state, vm.verdict.code),
@@ -506,10 +507,11 @@ fn runner_reports_unfinished_vms_as_timed_out_and_keeps_the_rest() {
     let stuck = VmTarget {
         name: "stuck".into(),
         uuid: None,
-        running: true,
+        lifecycle: Lifecycle::Running,
         channel: ChannelState::Unknown,
         nics: vec![],
         socket: None,
+        settings: Ok(Default::default()),
         connector: Box::new(Stuck),
     };
     let started = Instant::now();
@@ -705,4 +707,146 @@ fn a_gateway_that_is_the_guests_own_address_or_loopback_is_flagged_not_pinged() 
             "only the external is pinged"
         );
     }
+}
+
+#[test]
+fn vm_settings_choose_the_external_address_and_nic_types() {
+    let mut target = target_with(
+        linux_guest(true, all_ok),
+        vec![NicConfig {
+            mac: MAC.into(),
+            network: Some("lan".into()),
+            ..NicConfig::default()
+        }],
+    );
+    target.settings = Ok(VmSettings {
+        external: Some("203.0.113.9".parse().unwrap()),
+        nic_kinds: vec![(MAC.into(), NicKind::External)],
+        ..VmSettings::default()
+    });
+    let vm = probe_vm(&target, &cfg(), Instant::now() + Duration::from_secs(5));
+    assert_eq!(vm.nics[0].kind, NicKind::External);
+    let ext = vm.external.as_ref().expect("external applies");
+    assert_eq!(ext.address, "203.0.113.9".parse::<IpAddr>().unwrap());
+    assert_eq!(ext.verdict.state, ServiceState::Ok);
+
+    // An internal-only VM by its own setting: no external ping at all.
+    let mut target = target_with(linux_guest(true, all_ok), vec![]);
+    target.settings = Ok(VmSettings {
+        nic_kinds: vec![(MAC.into(), NicKind::Internal)],
+        ..VmSettings::default()
+    });
+    let vm = probe_vm(&target, &cfg(), Instant::now() + Duration::from_secs(5));
+    assert_eq!(vm.nics[0].kind, NicKind::Internal);
+    assert!(vm.external.is_none(), "{:?}", vm.external);
+
+    // --no-exec pings nothing, whatever the VM's settings say.
+    let mut target = target_with(linux_guest(true, all_ok), vec![]);
+    target.settings = Ok(VmSettings {
+        external: Some("203.0.113.9".parse().unwrap()),
+        ..VmSettings::default()
+    });
+    let no_exec = ProbeConfig {
+        external: None,
+        no_exec: true,
+        ..cfg()
+    };
+    let vm = probe_vm(&target, &no_exec, Instant::now() + Duration::from_secs(5));
+    assert!(vm.external.is_none());
+}
+
+/// A target whose agent must never be asked anything.
+fn untouchable(lifecycle: Lifecycle) -> (VmTarget, CallLog) {
+    let transport = linux_guest(true, all_ok);
+    let calls = transport.calls();
+    let mut target = target_with(
+        transport,
+        vec![NicConfig {
+            mac: MAC.into(),
+            ..NicConfig::default()
+        }],
+    );
+    target.lifecycle = lifecycle;
+    (target, calls)
+}
+
+#[test]
+fn paused_and_migrating_vms_are_reported_without_asking_the_agent() {
+    use crate::inventory::PauseReason;
+    for (lifecycle, state, code, reason) in [
+        (
+            Lifecycle::Paused(PauseReason::User),
+            ServiceState::Warning,
+            Code::Paused,
+            "VM paused by the user",
+        ),
+        (
+            Lifecycle::Paused(PauseReason::IoError),
+            ServiceState::Critical,
+            Code::PausedError,
+            "VM paused on a disk I/O error",
+        ),
+        (
+            Lifecycle::Migrating,
+            ServiceState::Ok,
+            Code::Migrating,
+            "VM migrating to another host",
+        ),
+    ] {
+        let (target, calls) = untouchable(lifecycle);
+        let vm = probe_vm(&target, &cfg(), Instant::now() + Duration::from_secs(1));
+        assert_eq!(
+            (
+                vm.verdict.state,
+                vm.verdict.code,
+                vm.verdict.reason.as_str()
+            ),
+            (state, code, reason)
+        );
+        assert_eq!(vm.agent.verdict.code, code);
+        assert_eq!(vm.nics[0].verdict.code, code, "every check says why");
+        assert_eq!(vm.external.as_ref().unwrap().verdict.code, code);
+        assert!(calls.lock().unwrap().is_empty(), "{lifecycle:?}");
+        assert_eq!(vm.agent_commands, 0);
+    }
+}
+
+#[test]
+fn maintenance_never_alerts_and_invalid_settings_say_why() {
+    // Maintenance wins over anything the host says, also a failure.
+    let (mut target, calls) =
+        untouchable(Lifecycle::Paused(crate::inventory::PauseReason::IoError));
+    target.settings = Ok(VmSettings {
+        maintenance: Some("disk swap, CHG-1".into()),
+        ..VmSettings::default()
+    });
+    let vm = probe_vm(&target, &cfg(), Instant::now() + Duration::from_secs(1));
+    assert_eq!(
+        (
+            vm.verdict.state,
+            vm.verdict.code,
+            vm.verdict.reason.as_str()
+        ),
+        (
+            ServiceState::Ok,
+            Code::Maintenance,
+            "in maintenance (libvirt metadata): disk swap, CHG-1"
+        )
+    );
+    assert_eq!(vm.nics[0].verdict.code, Code::Maintenance);
+    assert!(calls.lock().unwrap().is_empty());
+
+    let (mut target, calls) = untouchable(Lifecycle::Running);
+    target.settings =
+        Err("invalid vmnetprobe metadata: <external> 'x' is not an IP address".into());
+    let vm = probe_vm(&target, &cfg(), Instant::now() + Duration::from_secs(1));
+    assert_eq!(
+        (vm.verdict.state, vm.verdict.code),
+        (ServiceState::Unknown, Code::MetadataInvalid)
+    );
+    assert!(vm.verdict.reason.contains("'x' is not an IP address"));
+    assert!(
+        calls.lock().unwrap().is_empty(),
+        "half-valid settings are not used"
+    );
 }

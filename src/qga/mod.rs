@@ -11,7 +11,7 @@ use serde_json::Value;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-pub use protocol::{ExecStatus, GuestInfo, GuestInterface, OsInfo, Route};
+pub use protocol::{ExecStatus, FreezeStatus, GuestInfo, GuestInterface, OsInfo, Route};
 
 /// Sends one agent command and waits, at most `timeout`, for its reply.
 ///
@@ -162,6 +162,11 @@ impl<'a> Agent<'a> {
     pub fn routes(&mut self) -> Result<Vec<Route>, AgentError> {
         let reply = self.call("guest-network-get-route", None)?;
         Route::parse_list(&reply).map_err(AgentError::Protocol)
+    }
+
+    pub fn fsfreeze_status(&mut self) -> Result<FreezeStatus, AgentError> {
+        let reply = self.call("guest-fsfreeze-status", None)?;
+        FreezeStatus::parse(&reply).map_err(AgentError::Protocol)
     }
 
     /// Starts `path` with `args` (no shell) and returns its pid. `env`, when

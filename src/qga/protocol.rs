@@ -238,6 +238,25 @@ impl Route {
     }
 }
 
+/// `guest-fsfreeze-status`: whether the agent froze the guest's
+/// filesystems (a backup's `virsh domfsfreeze`). It is one of the few
+/// commands a frozen agent still runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FreezeStatus {
+    Thawed,
+    Frozen,
+}
+
+impl FreezeStatus {
+    pub fn parse(reply: &Value) -> Result<Self, String> {
+        match reply.as_str() {
+            Some("thawed") => Ok(FreezeStatus::Thawed),
+            Some("frozen") => Ok(FreezeStatus::Frozen),
+            _ => Err("guest-fsfreeze-status: expected \"thawed\" or \"frozen\"".into()),
+        }
+    }
+}
+
 pub fn parse_exec_pid(reply: &Value) -> Result<i64, String> {
     match reply.get("pid").and_then(Value::as_i64) {
         Some(pid) if pid > 0 => Ok(pid),
@@ -304,6 +323,26 @@ impl ExecStatus {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn freeze_status_is_one_of_two_words() {
+        assert_eq!(
+            FreezeStatus::parse(&json!("frozen")),
+            Ok(FreezeStatus::Frozen)
+        );
+        assert_eq!(
+            FreezeStatus::parse(&json!("thawed")),
+            Ok(FreezeStatus::Thawed)
+        );
+        for bad in [
+            json!("FROZEN"),
+            json!(1),
+            json!({"status": "frozen"}),
+            json!(null),
+        ] {
+            assert!(FreezeStatus::parse(&bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn guest_info_tells_enabled_from_disabled_from_absent() {

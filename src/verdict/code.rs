@@ -66,6 +66,11 @@ codes! {
     NoAddress => "no_address",
     GatewayInvalid => "gateway_invalid",
     NotChecked => "not_checked",
+    Paused => "paused",
+    PausedError => "paused_error",
+    Migrating => "migrating",
+    Maintenance => "maintenance",
+    MetadataInvalid => "metadata_invalid",
 }
 
 impl fmt::Display for Code {

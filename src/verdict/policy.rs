@@ -3,6 +3,7 @@
 
 use super::threshold::Range;
 use super::{Code, ServiceState, Verdict};
+use crate::inventory::PauseReason;
 use crate::qga::AgentError;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -27,6 +28,15 @@ impl std::fmt::Display for PingTarget {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Finding {
     VmNotRunning,
+    /// The host paused the VM (or the guest suspended itself).
+    Paused(PauseReason),
+    /// An outgoing migration is under way; carries the agent failure seen
+    /// meanwhile, if any.
+    Migrating(Option<AgentError>),
+    /// The VM's own settings switch it to maintenance, with the note.
+    Maintenance(String),
+    /// The VM's own settings are invalid (the reason says which).
+    SettingsInvalid(String),
     /// The agent answered; carries its version.
     AgentUp(String),
     Agent(AgentError),
@@ -57,6 +67,11 @@ pub enum Finding {
 pub struct Policy {
     /// State for "the agent cannot be reached" findings (default UNKNOWN).
     pub agent_down_state: ServiceState,
+    /// State for a VM paused by the user, a save, a dump or a snapshot
+    /// (default WARNING); a pause on a failure is always CRITICAL.
+    pub paused_state: ServiceState,
+    /// State for a VM migrating away (default OK).
+    pub migrating_state: ServiceState,
     pub rtt_warning: Option<Range>,
     pub rtt_critical: Option<Range>,
 }
@@ -65,6 +80,8 @@ impl Default for Policy {
     fn default() -> Self {
         Policy {
             agent_down_state: ServiceState::Unknown,
+            paused_state: ServiceState::Warning,
+            migrating_state: ServiceState::Ok,
             rtt_warning: None,
             rtt_critical: None,
         }
@@ -85,6 +102,37 @@ impl Policy {
         let agent_down = self.agent_down_state;
         match finding {
             Finding::VmNotRunning => Verdict::new(Critical, Code::VmNotRunning, "VM not running"),
+            Finding::Paused(why) if why.is_failure() => Verdict::new(
+                Critical,
+                Code::PausedError,
+                format!("VM {}", why.describe()),
+            ),
+            Finding::Paused(why) => Verdict::new(
+                self.paused_state,
+                Code::Paused,
+                format!("VM {}", why.describe()),
+            ),
+            Finding::Migrating(None) => Verdict::new(
+                self.migrating_state,
+                Code::Migrating,
+                "VM migrating to another host",
+            ),
+            Finding::Migrating(Some(error)) => Verdict::new(
+                self.migrating_state,
+                Code::Migrating,
+                format!("VM migrating to another host ({error})"),
+            ),
+            Finding::Maintenance(note) if note.is_empty() => {
+                Verdict::new(Ok, Code::Maintenance, "in maintenance (libvirt metadata)")
+            }
+            Finding::Maintenance(note) => Verdict::new(
+                Ok,
+                Code::Maintenance,
+                format!("in maintenance (libvirt metadata): {note}"),
+            ),
+            Finding::SettingsInvalid(reason) => {
+                Verdict::new(Unknown, Code::MetadataInvalid, reason.clone())
+            }
             Finding::AgentUp(version) if version.is_empty() => {
                 Verdict::new(Ok, Code::Ok, "guest agent responding")
             }
@@ -215,6 +263,42 @@ mod tests {
         let ext = PingTarget::External("198.51.100.1".parse().unwrap());
         let cases: Vec<(Finding, ServiceState, Code)> = vec![
             (Finding::VmNotRunning, Critical, Code::VmNotRunning),
+            (Finding::Paused(PauseReason::User), Warning, Code::Paused),
+            (Finding::Paused(PauseReason::Save), Warning, Code::Paused),
+            (
+                Finding::Paused(PauseReason::Snapshot),
+                Warning,
+                Code::Paused,
+            ),
+            (
+                Finding::Paused(PauseReason::GuestSuspended),
+                Warning,
+                Code::Paused,
+            ),
+            (
+                Finding::Paused(PauseReason::IoError),
+                Critical,
+                Code::PausedError,
+            ),
+            (
+                Finding::Paused(PauseReason::Watchdog),
+                Critical,
+                Code::PausedError,
+            ),
+            (Finding::Migrating(None), Ok, Code::Migrating),
+            (
+                Finding::Migrating(Some(AgentError::Timeout {
+                    command: "guest-exec-status".into(),
+                })),
+                Ok,
+                Code::Migrating,
+            ),
+            (Finding::Maintenance(String::new()), Ok, Code::Maintenance),
+            (
+                Finding::SettingsInvalid("invalid vmnetprobe metadata: x".into()),
+                Unknown,
+                Code::MetadataInvalid,
+            ),
             (Finding::AgentUp("7.2".into()), Ok, Code::Ok),
             (
                 Finding::Agent(AgentError::NoChannel),
@@ -356,6 +440,38 @@ mod tests {
             state(&p, Finding::Agent(AgentError::PermissionDenied("x".into()))).0,
             Unknown
         );
+    }
+
+    #[test]
+    fn lifecycle_states_are_configurable_but_failures_are_not() {
+        let p = Policy {
+            paused_state: Ok,
+            migrating_state: Warning,
+            ..Policy::default()
+        };
+        assert_eq!(
+            state(&p, Finding::Paused(PauseReason::User)),
+            (Ok, Code::Paused)
+        );
+        assert_eq!(
+            state(&p, Finding::Paused(PauseReason::IoError)),
+            (Critical, Code::PausedError)
+        );
+        assert_eq!(
+            state(&p, Finding::Migrating(None)),
+            (Warning, Code::Migrating)
+        );
+        let v = p.verdict(&Finding::Paused(PauseReason::IoError));
+        assert_eq!(v.reason, "VM paused on a disk I/O error");
+        let v = p.verdict(&Finding::Migrating(Some(AgentError::Timeout {
+            command: "guest-info".into(),
+        })));
+        assert_eq!(
+            v.reason,
+            "VM migrating to another host (guest agent not answering (guest-info timed out))"
+        );
+        let v = p.verdict(&Finding::Maintenance("kernel update".into()));
+        assert_eq!(v.reason, "in maintenance (libvirt metadata): kernel update");
     }
 
     #[test]

@@ -37,6 +37,11 @@ pub fn summarize(agent: &Verdict, nics: &[NicReport], external: Option<&TargetRe
     if state != ServiceState::Ok {
         return Verdict::new(state, code, reason);
     }
+    // An OK agent verdict with a code of its own (maintenance, migrating,
+    // booting, a pause set to OK) is what the VM is: no NIC was checked.
+    if agent.code != Code::Ok {
+        return agent.clone();
+    }
     let pinged = nics.iter().filter(|n| n.verdict.code == Code::Ok).count();
     let mut parts = vec![format!(
         "{} NIC{}",
