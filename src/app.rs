@@ -351,5 +351,9 @@ pub fn run_execd(
         let report = collect(config);
         out.write_all(render(command, &report).text.as_bytes())?;
         out.flush()?;
+        // Told to stop during that probe: its batch is out, now go.
+        if crate::probe::stop::requested() {
+            return Ok(());
+        }
     }
 }

@@ -193,3 +193,73 @@ fn a_thousand_sockets_fit_in_a_low_open_file_limit() {
     assert!(timed_out < 1000, "some sessions ran");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn sigterm_collects_the_started_pings_and_ends_without_waiting_for_the_rest() {
+    if !common::require_real("sigterm_collects_the_started_pings") {
+        return;
+    }
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+    let mut lab = AgentLab::start(LabOptions::default());
+    let pinging = lab.add_agents(1);
+    let silent_dir = lab.dir.join("silent");
+    let _silent = silent_listeners(&silent_dir, 1);
+    let cut = lab.unreachable.to_string();
+    let child = Command::new(common::bin())
+        .args([
+            "status",
+            "--json",
+            "--no-state",
+            "--grace",
+            "0",
+            "--external",
+            &cut,
+            "--ping-timeout",
+            "3s",
+            "--command-timeout",
+            "8s",
+            "-t",
+            "20s",
+        ])
+        .arg("--socket")
+        .arg(format!("pinging={}", pinging[0].display()))
+        .arg("--socket")
+        .arg(format!(
+            "silent={}",
+            silent_dir.join("vm0000.sock").display()
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run vmnetprobe");
+    // By then the external ping (3 s, no reply) runs and the silent agent
+    // holds its session in a read that would last 8 s.
+    std::thread::sleep(Duration::from_secs(1));
+    // SAFETY: signals our own child by its pid.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let pid = child.id();
+    let watchdog = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(30));
+        // SAFETY: as above; a no-op if it has exited and was reaped.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    });
+    let out = child.wait_with_output().expect("output");
+    drop(watchdog);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = json(&out);
+    // The started pings were collected (which frees their records in
+    // qemu-ga): the real verdict, not "timed out".
+    let v = vm(&doc, "pinging");
+    assert_eq!(v["external"]["code"], "external_unreachable", "{v}");
+    assert_eq!(v["nics"][0]["code"], "ok", "{v}");
+    // The silent one was not waited for (it would be agent_timeout at 8 s).
+    let s = vm(&doc, "silent");
+    assert_eq!(s["code"], "timed_out", "{s}");
+}

@@ -7,6 +7,7 @@ pub mod gate;
 pub mod gateway;
 pub mod ping;
 pub mod runner;
+pub mod stop;
 
 use crate::cache::{now_ms, AgentFacts, FactBook, FactUpdate, RouteEntry, RouteMemo, ROUTE_TTL};
 use crate::inventory::{ChannelState, Lifecycle, NicConfig, VmSettings, VmTarget};
@@ -155,6 +156,8 @@ struct CountingTransport<'t> {
     deadline: Instant,
     sent: u32,
     execs: u32,
+    /// A command was refused because a stop was requested (`stop`).
+    interrupted: bool,
 }
 
 impl AgentTransport for CountingTransport<'_> {
@@ -164,6 +167,13 @@ impl AgentTransport for CountingTransport<'_> {
         arguments: Option<&Value>,
         timeout: Duration,
     ) -> Result<Value, AgentError> {
+        // After SIGTERM/SIGINT only the started pings are collected.
+        if command != "guest-exec-status" && stop::requested() {
+            self.interrupted = true;
+            return Err(AgentError::Timeout {
+                command: command.into(),
+            });
+        }
         self.sent = self.sent.saturating_add(1);
         if command == "guest-exec" {
             self.execs = self.execs.saturating_add(1);
@@ -205,6 +215,8 @@ struct VmProbe<'c> {
     routes: Option<RouteMemo>,
     agent_commands: u32,
     agent_execs: u32,
+    /// Cut short by SIGTERM/SIGINT: the result is not the VM's own.
+    interrupted: bool,
 }
 
 /// The NIC's type: the VM's own setting for its MAC, else whether it is on
@@ -264,6 +276,7 @@ impl<'c> VmProbe<'c> {
             routes: None,
             agent_commands: 0,
             agent_execs: 0,
+            interrupted: false,
         };
         probe.update_external_applicability();
         probe
@@ -335,6 +348,10 @@ impl<'c> VmProbe<'c> {
             self.forget();
             return self.agent_failed(finding);
         }
+        if stop::requested() {
+            self.interrupted = true;
+            return;
+        }
         let connected = {
             let _lease = gate.enter(deadline);
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -355,11 +372,13 @@ impl<'c> VmProbe<'c> {
             deadline,
             sent: 0,
             execs: 0,
+            interrupted: false,
         };
         let mut agent = Agent::new(&mut counting, self.cfg.command_timeout, deadline);
         let result = self.run_with_agent(&mut agent);
         self.agent_commands = counting.sent;
         self.agent_execs = counting.execs;
+        self.interrupted = counting.interrupted;
         match result {
             Ok(()) => self.remember(),
             Err(e) => {
@@ -793,6 +812,11 @@ impl<'c> VmProbe<'c> {
         };
         let mut started: Vec<(Option<usize>, PingTarget, i64)> = Vec::new();
         for (slot, target, arg) in pending {
+            if stop::requested() {
+                // Collect what runs; start nothing more.
+                self.interrupted = true;
+                break;
+            }
             let timeout = self.cfg.ping_timeout;
             let mut result = start_ping(agent, &mut flavor, target, &arg, timeout);
             if rescan && matches!(result, Err(StartError::Finding(Finding::PingMissing))) {
@@ -1022,20 +1046,24 @@ fn detect_os(
 
 /// Probes one VM until `deadline`. Never fails: problems are in the report.
 pub fn probe_vm(target: &VmTarget, cfg: &ProbeConfig, deadline: Instant) -> VmReport {
-    probe_vm_gated(target, cfg, &CommandGate::unlimited(), deadline)
+    let started = Instant::now();
+    let mut probe = VmProbe::new(target, cfg);
+    probe.run(target, &CommandGate::unlimited(), deadline);
+    probe.into_report(target, started)
 }
 
-/// As [`probe_vm`], with every agent command under a lease of `gate`.
+/// As [`probe_vm`], with every agent command under a lease of `gate`;
+/// `None` when a stop (SIGTERM/SIGINT) cut the probe short.
 pub fn probe_vm_gated(
     target: &VmTarget,
     cfg: &ProbeConfig,
     gate: &CommandGate,
     deadline: Instant,
-) -> VmReport {
+) -> Option<VmReport> {
     let started = Instant::now();
     let mut probe = VmProbe::new(target, cfg);
     probe.run(target, gate, deadline);
-    probe.into_report(target, started)
+    (!probe.interrupted).then(|| probe.into_report(target, started))
 }
 
 /// The report of a VM whose probe did not finish before the overall deadline.

@@ -13,6 +13,7 @@
 //! bounded only by open files (one agent socket per session).
 
 use super::gate::CommandGate;
+use super::stop::{self, DeferSignals};
 use super::{probe_vm_gated, timed_out_report, ProbeConfig};
 use crate::inventory::VmTarget;
 use crate::report::VmReport;
@@ -62,6 +63,12 @@ pub fn session_budget(wanted: usize) -> usize {
         .min(MAX_SESSIONS)
 }
 
+/// After SIGTERM/SIGINT, how long past the ping timeout the started pings
+/// are waited for (agent round trips).
+const STOP_GRACE: Duration = Duration::from_millis(500);
+/// How often the collecting loop looks for a stop request.
+const STOP_CHECK: Duration = Duration::from_millis(50);
+
 /// Time kept back from each VM's deadline for collecting and rendering.
 pub fn render_margin(total: Duration) -> Duration {
     (total / 20).min(Duration::from_millis(200))
@@ -75,6 +82,7 @@ pub fn probe_all(
     jobs: usize,
     deadline: Instant,
 ) -> Vec<VmReport> {
+    let _signals = DeferSignals::install();
     let started = Instant::now();
     let total = deadline.saturating_duration_since(started);
     let vm_deadline = deadline - render_margin(total).min(total);
@@ -82,7 +90,8 @@ pub fn probe_all(
     let queue: WorkQueue = Arc::new(Mutex::new(targets.iter().cloned().enumerate().collect()));
     let cfg = Arc::new(cfg.clone());
     let gate = Arc::new(CommandGate::new(jobs));
-    let (sender, receiver) = mpsc::channel::<(usize, VmReport)>();
+    // `None`: cut short by a stop request.
+    let (sender, receiver) = mpsc::channel::<(usize, Option<VmReport>)>();
     // More VMs than open files allow wait in the queue for a session.
     let workers = session_budget(targets.len()).min(targets.len());
     for _ in 0..workers {
@@ -102,7 +111,7 @@ pub fn probe_all(
                     Err(_) => None,
                 };
                 let Some((index, target)) = next else { break };
-                if Instant::now() >= vm_deadline {
+                if Instant::now() >= vm_deadline || stop::requested() {
                     break;
                 }
                 let report = probe_vm_gated(&target, &cfg, &gate, vm_deadline);
@@ -117,25 +126,44 @@ pub fn probe_all(
     drop(sender);
 
     let mut reports: Vec<Option<VmReport>> = vec![None; targets.len()];
+    let mut done = vec![false; targets.len()];
     let mut missing = targets.len();
+    let mut until = deadline;
     while missing > 0 {
-        let wait = deadline.saturating_duration_since(Instant::now());
-        match receiver.recv_timeout(wait) {
+        let now = Instant::now();
+        if stop::requested() && until == deadline {
+            // Started pings end within their timeout: wait that long.
+            until = deadline.min(now + cfg.ping_timeout + STOP_GRACE);
+        }
+        if now >= until {
+            break;
+        }
+        match receiver.recv_timeout((until - now).min(STOP_CHECK)) {
             Ok((index, report)) => {
-                if let Some(slot) = reports.get_mut(index) {
-                    if slot.is_none() {
+                if let Some(slot) = done.get_mut(index) {
+                    if !*slot {
                         missing -= 1;
                     }
-                    *slot = Some(report);
+                    *slot = true;
+                }
+                if let Some(slot) = reports.get_mut(index) {
+                    *slot = report;
                 }
             }
-            Err(_) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
+    // A VM cut short by a stop had no result in the time the run lasted.
+    let limit = if stop::requested() {
+        Duration::from_millis(started.elapsed().as_millis() as u64)
+    } else {
+        total
+    };
     let mut out: Vec<VmReport> = reports
         .into_iter()
         .zip(&targets)
-        .map(|(report, target)| report.unwrap_or_else(|| timed_out_report(target, &cfg, total)))
+        .map(|(report, target)| report.unwrap_or_else(|| timed_out_report(target, &cfg, limit)))
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.uuid.cmp(&b.uuid)));
     out
