@@ -4,6 +4,8 @@
 //! leave these namespaces. Torn down on drop, also when a test fails.
 #![allow(dead_code)]
 
+pub mod consumer;
+
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
