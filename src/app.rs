@@ -8,9 +8,9 @@ use crate::inventory::socket::SocketInventory;
 use crate::inventory::started;
 use crate::inventory::{Inventory, InventoryError, VmTarget};
 use crate::output::{self, Rendered};
-use crate::probe::runner::probe_all;
+use crate::probe::runner::{probe_all, render_margin};
 use crate::report::{Report, VmReport};
-use crate::statedir::StateDir;
+use crate::statedir::{LockError, StateDir};
 use crate::verdict::{debounce, grace};
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
@@ -45,9 +45,16 @@ pub fn collect(config: &Config) -> Report {
     let key = selection_key(config);
     let name = cache::result_name(&key);
     let file = format!("{name}.json");
-    // One caller probes, the others wait for its result (at most half the
-    // run's time; then they probe themselves).
-    let lock = dir.lock(&name, config.timeout / 2);
+    // One caller probes, the others wait for its result, up to their own
+    // deadline: N callers in an outage cost one probe, not N.
+    let wait = config
+        .timeout
+        .saturating_sub(render_margin(config.timeout))
+        .saturating_sub(started.elapsed());
+    let lock = dir.lock(&name, wait);
+    if let Err(LockError::Busy { .. }) = &lock {
+        return waited_too_long(config, started);
+    }
     if let Some(report) = shared_result(dir, &file, &key, min_interval) {
         if config.verbose > 0 {
             eprintln!(
@@ -58,7 +65,7 @@ pub fn collect(config: &Config) -> Report {
         return report;
     }
     let report = probe_run(config, started);
-    if lock.is_some() && report.fatal.is_none() {
+    if lock.is_ok() && report.fatal.is_none() {
         let stored = StoredResult {
             key,
             stored_ms: report.timestamp_ns / 1_000_000,
@@ -73,14 +80,48 @@ pub fn collect(config: &Config) -> Report {
     report
 }
 
+/// The report of a caller whose deadline passed while another run was
+/// still probing the same selection.
+fn waited_too_long(config: &Config, started: Instant) -> Report {
+    Report {
+        vms: Vec::new(),
+        external_target: config.probe.external,
+        thresholds: config.thresholds.clone(),
+        fatal: Some(format!(
+            "no result within {}: another vmnetprobe run was still probing the same VMs (--min-interval)",
+            humantime::format_duration(config.timeout)
+        )),
+        timestamp_ns: now_ns(),
+        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        age_ms: None,
+    }
+}
+
+/// Now, Unix epoch nanoseconds.
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// Everything that changes a result; callers that agree on it may share one.
 fn selection_key(config: &Config) -> String {
     let p = &config.probe;
     let mut domains = config.domains.clone();
     domains.sort();
+    // A URI's password is never stored: its redacted form plus a
+    // fingerprint of the whole URI tell selections apart.
+    let source = match &config.source {
+        Source::Libvirt { uri } => format!(
+            "libvirt:{}#{:016x}",
+            crate::config::redact_uri(uri),
+            cache::fingerprint(uri)
+        ),
+        other => format!("{other:?}"),
+    };
     format!(
-        "{:?}|{domains:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{}|{}|{:?}|{:?}|{:?}|{}|{}|{}",
-        config.source,
+        "{source}|{domains:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{}|{}|{:?}|{:?}|{:?}|{}|{}|{}",
         p.external,
         p.fallback_gateway,
         p.external_networks,
@@ -124,10 +165,7 @@ fn vm_started_ms(source: &Source, name: &str, socket: Option<&Path>) -> Option<u
 /// Probes every listed VM now.
 fn probe_run(config: &Config, started: Instant) -> Report {
     let deadline = started + config.timeout;
-    let timestamp_ns = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0);
+    let timestamp_ns = now_ns();
     let listed = inventory_for(&config.source).and_then(|inv| inv.list(&config.domains));
     let (vms, fatal) = match listed {
         Ok(targets) => (probe_with_memory(config, targets, deadline), None),
@@ -210,7 +248,9 @@ fn probe_with_memory(config: &Config, targets: Vec<VmTarget>, deadline: Instant)
         // Re-read under the lock: other runs may have written meanwhile.
         let mut store = VmStore::load(dir);
         let mut learned = book.take_learned();
-        for vm in &mut vms {
+        // Smoothed on a copy: it stands only if the streaks it counted are kept.
+        let mut smoothed = vms.clone();
+        for vm in &mut smoothed {
             let Some(key) = keys.get(&vm.name) else {
                 continue;
             };
@@ -231,10 +271,27 @@ fn probe_with_memory(config: &Config, targets: Vec<VmTarget>, deadline: Instant)
             }
         }
         store.prune(now);
-        if lock.is_some() {
-            if let Err(e) = dir.write(cache::VMS_FILE, &store) {
+        let saved = match lock {
+            Ok(_held) => dir
+                .write(cache::VMS_FILE, &store)
+                .map_err(|e| format!("cannot write {}: {e}", cache::VMS_FILE)),
+            Err(e) => Err(e.to_string()),
+        };
+        match saved {
+            Ok(()) => vms = smoothed,
+            Err(why) => {
                 if config.verbose > 0 {
-                    eprintln!("vmnetprobe: cannot write the state directory: {e}");
+                    eprintln!("vmnetprobe: state not kept: {why}");
+                }
+                // A streak that is not saved never reaches N: the unsmoothed
+                // verdict stands, and the VM's reason says why.
+                for (vm, would) in vms.iter_mut().zip(&smoothed) {
+                    if would.verdict != vm.verdict {
+                        vm.verdict.reason = format!(
+                            "{} (--fail-after not applied: state not kept: {why})",
+                            vm.verdict.reason
+                        );
+                    }
                 }
             }
         }
@@ -313,7 +370,8 @@ pub fn write_textfile(path: &Path, text: &str) -> Result<(), String> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    crate::statedir::write_atomically(dir, name, text.as_bytes()).map_err(fail)
+    // Readable by node_exporter, which usually runs as another user.
+    crate::statedir::write_atomically(dir, name, text.as_bytes(), 0o644).map_err(fail)
 }
 
 /// Colour in the status table: only for a terminal, and never with
@@ -355,5 +413,30 @@ pub fn run_execd(
         if crate::probe::stop::requested() {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_selection_key_keeps_no_uri_password_but_tells_passwords_apart() {
+        let config = |uri: &str| {
+            use clap::Parser;
+            let args = crate::cli::Args::try_parse_from([
+                "vmnetprobe",
+                "status",
+                "--connect",
+                uri,
+                "--no-state",
+            ])
+            .expect("arguments");
+            Config::from_args(args.command.target()).expect("config")
+        };
+        let a = selection_key(&config("qemu+ssh://root:s3cr3t@h/system"));
+        let b = selection_key(&config("qemu+ssh://root:other@h/system"));
+        assert!(!a.contains("s3cr3t") && a.contains("root@h/system"), "{a}");
+        assert_ne!(a, b);
     }
 }

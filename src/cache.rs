@@ -197,12 +197,17 @@ pub struct StoredResult {
 /// File and lock name for a selection key: `result-<hash>`. FNV-1a, so
 /// the name is the same in every build.
 pub fn result_name(key: &str) -> String {
+    format!("result-{:016x}", fingerprint(key))
+}
+
+/// FNV-1a of `text`: stable across builds, not a secret-keeping hash.
+pub fn fingerprint(text: &str) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in key.bytes() {
+    for byte in text.bytes() {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-    format!("result-{hash:016x}")
+    hash
 }
 
 #[cfg(test)]

@@ -137,6 +137,21 @@ fn check_ping_fits(
     )))
 }
 
+/// A libvirt URI fit to show or store: the password of
+/// `qemu+ssh://user:secret@host/system` is dropped (`user@host` stays).
+pub fn redact_uri(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return uri.to_string();
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return uri.to_string();
+    };
+    let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+    format!("{scheme}://{user}@{host}{tail}")
+}
+
 /// `NAME=PATH`. VM names may contain `=`, socket paths are absolute: split
 /// before the `=/`, else at the first `=`. Two `=/` could split either way
 /// (`vm=/a=/b.sock`): refused rather than guessed.
@@ -429,6 +444,20 @@ mod tests {
         assert!(Config::from_args(&a).unwrap_err().0.contains("up to 1s"));
         a.no_exec = true;
         assert!(Config::from_args(&a).is_ok(), "no pings, nothing to fit");
+    }
+
+    #[test]
+    fn uri_passwords_are_never_shown() {
+        assert_eq!(
+            redact_uri("qemu+ssh://admin:s3cr3t@host.example/system?keyfile=/k"),
+            "qemu+ssh://admin@host.example/system?keyfile=/k"
+        );
+        assert_eq!(redact_uri("qemu:///system"), "qemu:///system");
+        assert_eq!(
+            redact_uri("qemu+tcp://u:p:q@h:16509/system"),
+            "qemu+tcp://u@h:16509/system"
+        );
+        assert_eq!(redact_uri("test:///default"), "test:///default");
     }
 
     #[test]

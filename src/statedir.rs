@@ -3,21 +3,42 @@
 //! replaced atomically (temp file + rename) and every read-modify-write
 //! holds an exclusive lock on a separate `.lock` file, so concurrent runs
 //! never see or leave a torn file.
+//!
+//! The directory is untrusted input: whoever can write it could plant
+//! symlinks, FIFOs, device links or endless files for a root run to open.
+//! So the directory must not be world-writable and must belong to root or
+//! to us; every file is opened with `O_NOFOLLOW | O_NONBLOCK` (new ones
+//! with `O_EXCL`), must be a regular file owned by a trusted user, and is
+//! read only up to [`MAX_FILE_BYTES`]. Files are created 0640 (locks 0660)
+//! whatever the umask.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::fs::{File, OpenOptions, Permissions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// The system-wide default (root, or a user allowed to write there).
 pub const SYSTEM_STATE_DIR: &str = "/var/cache/vmnetprobe";
+/// The largest state file read; the per-VM file is capped well below.
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// Mode of state files and of lock files (shared by a group of users).
+const FILE_MODE: u32 = 0o640;
+const LOCK_MODE: u32 = 0o660;
+const DIR_MODE: u32 = 0o750;
+/// Temp files older than this were left by a run that died mid-write.
+const STALE_TEMP: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateDir {
     path: PathBuf,
+    /// Owner and group of the directory, and whether its group may write:
+    /// files of that group are then trusted too (a shared directory).
+    gid: u32,
+    group_shared: bool,
 }
 
 /// A held exclusive lock; released on drop (and by the kernel when the
@@ -27,17 +48,87 @@ pub struct StateLock {
     _file: File,
 }
 
+/// Why a lock could not be had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockError {
+    /// Another run held it for the whole wait.
+    Busy { name: String, waited: Duration },
+    /// The lock file cannot be used (permissions, foreign owner, not a file).
+    Unusable(String),
+}
+
+impl std::fmt::Display for LockError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LockError::Busy { name, waited } => write!(
+                f,
+                "{name}.lock held by another run for over {}",
+                humantime::format_duration(*waited)
+            ),
+            LockError::Unusable(why) => f.write_str(why),
+        }
+    }
+}
+
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Whether `dir` exists (or can be created) and a file can be created in it.
-fn usable(dir: &Path) -> bool {
-    if std::fs::create_dir_all(dir).is_err() {
-        return false;
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// `O_NOFOLLOW`: a symlink planted at the name is an error, never followed;
+/// `O_NONBLOCK`: opening a FIFO does not wait for a writer.
+fn guarded(options: &mut OpenOptions) -> &mut OpenOptions {
+    options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+}
+
+fn invalid(text: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, text)
+}
+
+/// Creates `dir` (0750 whatever the umask) if missing and checks that it
+/// is a directory only trusted users can write.
+fn check_dir(dir: &Path) -> Result<StateDir, String> {
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(dir)
+            .map_err(|e| format!("cannot create the directory: {e}"))?;
+        let _ = std::fs::set_permissions(dir, Permissions::from_mode(DIR_MODE));
     }
-    let probe = dir.join(format!(".probe-{}", std::process::id()));
-    let ok = File::create(&probe).is_ok();
+    let meta = std::fs::metadata(dir).map_err(|e| format!("cannot read the directory: {e}"))?;
+    if !meta.is_dir() {
+        return Err("not a directory".into());
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o002 != 0 {
+        return Err(format!(
+            "world-writable (mode {mode:o}): anyone could plant files there"
+        ));
+    }
+    if meta.uid() != 0 && meta.uid() != euid() {
+        return Err(format!(
+            "owned by uid {}, neither root nor this user",
+            meta.uid()
+        ));
+    }
+    let state = StateDir {
+        path: dir.to_path_buf(),
+        gid: meta.gid(),
+        group_shared: mode & 0o020 != 0,
+    };
+    // A file can be created in it.
+    let probe = dir.join(format!(
+        ".probe-{}-{}",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let created = guarded(OpenOptions::new().write(true).create_new(true)).open(&probe);
     let _ = std::fs::remove_file(&probe);
-    ok
+    created.map_err(|e| format!("cannot create files in the directory: {e}"))?;
+    Ok(state)
 }
 
 /// The per-user fallback: `$XDG_CACHE_HOME/vmnetprobe`, else
@@ -53,91 +144,159 @@ fn user_dir() -> Option<PathBuf> {
 }
 
 impl StateDir {
-    /// An explicit `--state-dir`: created if missing; an error when unusable.
+    /// An explicit `--state-dir`: created if missing; an error when unusable
+    /// or unsafe.
     pub fn explicit(path: &Path) -> Result<StateDir, String> {
-        if usable(path) {
-            Ok(StateDir {
-                path: path.to_path_buf(),
-            })
-        } else {
-            Err(format!(
-                "--state-dir {}: cannot create or write the directory",
-                path.display()
-            ))
-        }
+        check_dir(path).map_err(|why| format!("--state-dir {}: {why}", path.display()))
     }
 
-    /// The default: [`SYSTEM_STATE_DIR`] when writable, else the per-user
+    /// The default: [`SYSTEM_STATE_DIR`] when usable, else the per-user
     /// cache directory; `None` when neither works (the run then keeps no
     /// state, which only costs the savings).
     pub fn default_location() -> Option<StateDir> {
         std::iter::once(PathBuf::from(SYSTEM_STATE_DIR))
             .chain(user_dir())
-            .find(|p| usable(p))
-            .map(|path| StateDir { path })
+            .find_map(|p| check_dir(&p).ok())
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// Whether a file in the directory may be believed: root's, ours, or
+    /// (in a group-writable directory) one of the directory's group.
+    fn trusted(&self, meta: &std::fs::Metadata) -> Result<(), String> {
+        let uid = meta.uid();
+        if uid == 0 || uid == euid() || (self.group_shared && meta.gid() == self.gid) {
+            Ok(())
+        } else {
+            Err(format!("owned by uid {uid}, not a trusted user"))
+        }
+    }
+
+    /// Opens an existing file of the directory for reading, refusing
+    /// symlinks, anything but a regular file, and untrusted owners.
+    fn open_existing(&self, name: &str, write: bool) -> std::io::Result<File> {
+        let file =
+            guarded(OpenOptions::new().read(true).write(write)).open(self.path.join(name))?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(invalid(format!("{name} is not a regular file")));
+        }
+        self.trusted(&meta)
+            .map_err(|why| invalid(format!("{name} is {why}")))?;
+        Ok(file)
+    }
+
     /// Takes the exclusive lock named `name` (a file `name.lock`), waiting
-    /// at most `wait`. `None` when it could not be had in time.
-    pub fn lock(&self, name: &str, wait: Duration) -> Option<StateLock> {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.path.join(format!("{name}.lock")))
-            .ok()?;
+    /// at most `wait`.
+    pub fn lock(&self, name: &str, wait: Duration) -> Result<StateLock, LockError> {
+        let file_name = format!("{name}.lock");
+        let unusable =
+            |e: std::io::Error| LockError::Unusable(format!("cannot use {file_name}: {e}"));
+        let created = guarded(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(LOCK_MODE),
+        )
+        .open(self.path.join(&file_name));
+        let file = match created {
+            Ok(file) => {
+                let _ = file.set_permissions(Permissions::from_mode(LOCK_MODE));
+                file
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                self.open_existing(&file_name, false).map_err(unusable)?
+            }
+            Err(e) => return Err(unusable(e)),
+        };
         let until = Instant::now() + wait;
         let mut delay = Duration::from_millis(2);
         loop {
             match file.try_lock() {
-                Ok(()) => return Some(StateLock { _file: file }),
+                Ok(()) => return Ok(StateLock { _file: file }),
                 Err(std::fs::TryLockError::WouldBlock) => {}
-                Err(std::fs::TryLockError::Error(_)) => return None,
+                Err(std::fs::TryLockError::Error(e)) => return Err(unusable(e)),
             }
             let now = Instant::now();
             if now >= until {
-                return None;
+                return Err(LockError::Busy {
+                    name: name.to_string(),
+                    waited: wait,
+                });
             }
             std::thread::sleep(delay.min(until - now));
             delay = (delay * 2).min(Duration::from_millis(50));
         }
     }
 
-    /// Reads a JSON file; `None` when absent or unreadable (a damaged
-    /// cache is treated as empty, never as an error).
+    /// Reads a JSON file; `None` when absent, unsafe, larger than
+    /// [`MAX_FILE_BYTES`] or damaged (a bad cache is treated as empty,
+    /// never as an error).
     pub fn read<T: DeserializeOwned>(&self, name: &str) -> Option<T> {
-        let text = std::fs::read(self.path.join(name)).ok()?;
-        serde_json::from_slice(&text).ok()
+        let file = self.open_existing(name, false).ok()?;
+        let mut data = Vec::new();
+        file.take(MAX_FILE_BYTES + 1).read_to_end(&mut data).ok()?;
+        if data.len() as u64 > MAX_FILE_BYTES {
+            return None;
+        }
+        serde_json::from_slice(&data).ok()
     }
 
-    /// Writes a JSON file atomically (see [`write_atomically`]).
+    /// Writes a JSON file atomically (see [`write_atomically`]), 0640,
+    /// and removes temp files that runs which died mid-write left behind.
     pub fn write<T: Serialize>(&self, name: &str, value: &T) -> std::io::Result<()> {
         let data = serde_json::to_vec(value).map_err(std::io::Error::other)?;
-        write_atomically(&self.path, name, &data)
+        self.remove_stale_temps(name);
+        write_atomically(&self.path, name, &data, FILE_MODE)
+    }
+
+    fn remove_stale_temps(&self, name: &str) {
+        let Ok(entries) = std::fs::read_dir(&self.path) else {
+            return;
+        };
+        let prefix = format!(".{name}.");
+        let now = SystemTime::now();
+        for entry in entries.flatten().take(10_000) {
+            let file_name = entry.file_name();
+            let Some(file_name) = file_name.to_str() else {
+                continue;
+            };
+            if !file_name.starts_with(&prefix) || !file_name.ends_with(".tmp") {
+                continue;
+            }
+            // lstat: a symlink is removed itself, never followed.
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .is_some_and(|age| age > STALE_TEMP);
+            if old {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
 }
 
 /// Replaces `dir/name` atomically: a unique temp file in the same
 /// directory (a dot name, so collectors that read `*.prom` or `*.json`
-/// never see it half written), fsync, then rename over the old file.
-/// The temp file is created exclusively (`O_EXCL`), so a planted symlink
-/// is never followed; the rename replaces a symlink at `name` itself,
-/// never its target.
-pub fn write_atomically(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
+/// never see it half written), with `mode` whatever the umask, fsync,
+/// then rename over the old file. The temp file is created exclusively
+/// (`O_EXCL | O_NOFOLLOW`), so a planted symlink is never followed; the
+/// rename replaces a symlink at `name` itself, never its target.
+pub fn write_atomically(dir: &Path, name: &str, data: &[u8], mode: u32) -> std::io::Result<()> {
     let temp = dir.join(format!(
         ".{name}.{}.{}.tmp",
         std::process::id(),
         TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)?;
+        let mut file =
+            guarded(OpenOptions::new().write(true).create_new(true).mode(mode)).open(&temp)?;
+        file.set_permissions(Permissions::from_mode(mode))?;
         file.write_all(data)?;
         file.sync_all()?;
         std::fs::rename(&temp, dir.join(name))
@@ -164,6 +323,8 @@ mod tests {
         let state = StateDir::explicit(&dir).expect("usable");
         state.write("x.json", &vec![1, 2, 3]).expect("write");
         assert_eq!(state.read::<Vec<i32>>("x.json"), Some(vec![1, 2, 3]));
+        let mode = std::fs::metadata(dir.join("x.json")).unwrap().mode() & 0o777;
+        assert_eq!(mode, FILE_MODE);
         std::fs::write(dir.join("x.json"), "{not json").expect("damage");
         assert_eq!(state.read::<Vec<i32>>("x.json"), None);
         assert_eq!(state.read::<Vec<i32>>("missing.json"), None);
@@ -181,10 +342,16 @@ mod tests {
         let dir = temp_dir("lock");
         let state = StateDir::explicit(&dir).expect("usable");
         let held = state.lock("a", Duration::from_millis(10)).expect("first");
-        assert!(state.lock("a", Duration::from_millis(30)).is_none());
-        assert!(state.lock("b", Duration::from_millis(10)).is_some());
+        assert_eq!(
+            state.lock("a", Duration::from_millis(30)).unwrap_err(),
+            LockError::Busy {
+                name: "a".into(),
+                waited: Duration::from_millis(30)
+            }
+        );
+        assert!(state.lock("b", Duration::from_millis(10)).is_ok());
         drop(held);
-        assert!(state.lock("a", Duration::from_millis(10)).is_some());
+        assert!(state.lock("a", Duration::from_millis(10)).is_ok());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -195,7 +362,7 @@ mod tests {
         let victim = dir.join("victim");
         std::fs::write(&victim, "keep").expect("victim");
         std::os::unix::fs::symlink(&victim, dir.join("out.prom")).expect("symlink");
-        write_atomically(&dir, "out.prom", b"new").expect("write");
+        write_atomically(&dir, "out.prom", b"new", 0o644).expect("write");
         assert_eq!(std::fs::read_to_string(&victim).expect("read"), "keep");
         assert_eq!(
             std::fs::read_to_string(dir.join("out.prom")).expect("read"),
@@ -209,5 +376,97 @@ mod tests {
     fn an_unusable_explicit_dir_is_a_clear_error() {
         let e = StateDir::explicit(Path::new("/proc/vmnetprobe-cannot-exist")).unwrap_err();
         assert!(e.starts_with("--state-dir /proc/"), "{e}");
+    }
+
+    #[test]
+    fn planted_symlinks_fifos_and_huge_files_are_not_read_or_followed() {
+        let dir = temp_dir("planted");
+        let state = StateDir::explicit(&dir).expect("usable");
+        let target = dir.join("secret");
+        std::fs::write(&target, "[1]").expect("secret");
+        std::os::unix::fs::symlink(&target, dir.join("link.json")).expect("symlink");
+        assert_eq!(state.read::<Vec<i32>>("link.json"), None);
+        std::os::unix::fs::symlink("/dev/zero", dir.join("zero.json")).expect("symlink");
+        assert_eq!(state.read::<Vec<i32>>("zero.json"), None);
+        let fifo = std::ffi::CString::new(dir.join("fifo.json").to_string_lossy().as_bytes())
+            .expect("path");
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let started = Instant::now();
+        assert_eq!(state.read::<Vec<i32>>("fifo.json"), None);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "blocked on a FIFO"
+        );
+        let huge = File::create(dir.join("huge.json")).expect("huge");
+        huge.set_len(MAX_FILE_BYTES + 10).expect("sparse file");
+        assert_eq!(state.read::<Vec<i32>>("huge.json"), None);
+        // A lock file that is a symlink is refused, its target untouched.
+        std::os::unix::fs::symlink(&target, dir.join("l.lock")).expect("symlink");
+        assert!(matches!(
+            state.lock("l", Duration::from_millis(10)),
+            Err(LockError::Unusable(_))
+        ));
+        assert_eq!(std::fs::read_to_string(&target).expect("read"), "[1]");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_world_writable_dir_is_refused_and_files_are_created_0640() {
+        let dir = temp_dir("modes");
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::set_permissions(&dir, Permissions::from_mode(0o1777)).expect("chmod");
+        let e = StateDir::explicit(&dir).unwrap_err();
+        assert!(e.contains("world-writable"), "{e}");
+        std::fs::set_permissions(&dir, Permissions::from_mode(0o700)).expect("chmod");
+        let state = StateDir::explicit(&dir).expect("usable");
+        // SAFETY: umask has no preconditions.
+        let old = unsafe { libc::umask(0o077) };
+        let _lock = state.lock("m", Duration::from_millis(10)).expect("lock");
+        let written = state.write("m.json", &1);
+        // SAFETY: as above.
+        unsafe { libc::umask(old) };
+        written.expect("write");
+        let mode = |n: &str| std::fs::metadata(dir.join(n)).unwrap().mode() & 0o777;
+        assert_eq!(mode("m.json"), FILE_MODE);
+        assert_eq!(mode("m.lock"), LOCK_MODE);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn files_of_an_untrusted_owner_are_not_believed() {
+        if euid() != 0 {
+            return; // only root can give a file away
+        }
+        let dir = temp_dir("owner");
+        let state = StateDir::explicit(&dir).expect("usable");
+        state.write("o.json", &[7]).expect("write");
+        assert_eq!(state.read::<Vec<i32>>("o.json"), Some(vec![7]));
+        std::os::unix::fs::chown(dir.join("o.json"), Some(65534), Some(65534)).expect("chown");
+        assert_eq!(state.read::<Vec<i32>>("o.json"), None);
+        std::os::unix::fs::chown(&dir, Some(65534), None).expect("chown dir");
+        let e = StateDir::explicit(&dir).unwrap_err();
+        assert!(e.contains("owned by uid 65534"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn stale_temp_files_are_removed_and_fresh_ones_kept() {
+        let dir = temp_dir("temps");
+        let state = StateDir::explicit(&dir).expect("usable");
+        let stale = dir.join(".v.json.1.0.tmp");
+        let fresh = dir.join(".v.json.2.0.tmp");
+        std::fs::write(&stale, "x").expect("stale");
+        std::fs::write(&fresh, "x").expect("fresh");
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        File::options()
+            .write(true)
+            .open(&stale)
+            .and_then(|f| f.set_modified(old))
+            .expect("backdate");
+        state.write("v.json", &1).expect("write");
+        assert!(!stale.exists());
+        assert!(fresh.exists());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

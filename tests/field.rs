@@ -235,3 +235,182 @@ fn a_gateway_that_is_the_guests_own_address_is_flagged_not_pinged() {
         "{guest}"
     );
 }
+
+// ---- state that cannot be kept, callers that wait ------------------------
+
+/// `status --json` with `--fail-after 3` on an external address that never
+/// answers: CRITICAL unsmoothed, WARNING "(1 of 3 failures)" smoothed.
+fn outage_args<'a>(socket: &'a str, state: &'a str, unreachable: &'a str) -> Vec<&'a str> {
+    vec![
+        "status",
+        "--json",
+        "--socket",
+        socket,
+        "--external",
+        unreachable,
+        "--ping-timeout",
+        "1s",
+        "-t",
+        "8s",
+        "--grace",
+        "0",
+        "--fail-after",
+        "3",
+        "--state-dir",
+        state,
+    ]
+}
+
+fn check_unsmoothed(doc: &Value, why: &str) {
+    let guest = vm(doc, "guest");
+    assert_eq!(guest["external"]["state"], "CRITICAL", "{guest}");
+    assert_eq!(guest["state"], "CRITICAL", "{guest}");
+    let reason = guest["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("--fail-after not applied: state not kept: ") && reason.contains(why),
+        "{guest}"
+    );
+}
+
+#[test]
+fn fail_after_whose_streak_cannot_be_kept_says_so_and_alerts() {
+    if !common::require_real("fail_after_whose_streak_cannot_be_kept_says_so_and_alerts") {
+        return;
+    }
+    let lab = AgentLab::start(LabOptions::default());
+    let socket = lab.socket_arg("guest");
+    let unreachable = lab.unreachable.to_string();
+
+    // Another run holds the lock for longer than a run waits (1 s).
+    let state = lab.dir.join("state-busy");
+    std::fs::create_dir_all(&state).expect("state dir");
+    let held = std::fs::File::create(state.join("vms.lock")).expect("lock file");
+    held.lock().expect("hold the lock");
+    let state_arg = state.to_string_lossy().into_owned();
+    let out = vmnetprobe(&outage_args(&socket, &state_arg, &unreachable));
+    drop(held);
+    check_unsmoothed(&json_of(&out), "vms.lock held by another run");
+
+    // A lock file of another user in a shared directory.
+    let state = lab.dir.join("state-foreign");
+    std::fs::create_dir_all(&state).expect("state dir");
+    let lock = state.join("vms.lock");
+    std::fs::write(&lock, "").expect("lock file");
+    std::os::unix::fs::chown(&lock, Some(65534), Some(65534)).expect("chown");
+    let state_arg = state.to_string_lossy().into_owned();
+    let out = vmnetprobe(&outage_args(&socket, &state_arg, &unreachable));
+    check_unsmoothed(&json_of(&out), "owned by uid 65534");
+
+    // A full disk: a tiny tmpfs, filled, in a mount namespace of the run's own.
+    let state = lab.dir.join("state-full");
+    std::fs::create_dir_all(&state).expect("state dir");
+    let state_arg = state.to_string_lossy().into_owned();
+    let script = format!(
+        "mount -t tmpfs -o size=64k,mode=0750 tmpfs {state_arg} && (head -c 1M /dev/zero > {state_arg}/fill 2>/dev/null; exec \"$@\")"
+    );
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c", &script, "sh"])
+        .arg(common::bin())
+        .args(outage_args(&socket, &state_arg, &unreachable));
+    let out = common::run_with_limit(cmd, None, "vmnetprobe on a full disk");
+    check_unsmoothed(&json_of(&out), "No space left on device");
+}
+
+fn json_of(out: &std::process::Output) -> Value {
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout(out)).unwrap_or_else(|e| panic!("{e}: {}", stdout(out)))
+}
+
+#[test]
+fn callers_in_an_outage_wait_for_the_running_probe_and_share_it() {
+    if !common::require_real("callers_in_an_outage_wait_for_the_running_probe_and_share_it") {
+        return;
+    }
+    // Each probe takes ~5 s (the external never answers): longer than half
+    // of -t, which is where waiting callers used to give up and probe too.
+    let lab = AgentLab::start(LabOptions::default());
+    let socket = lab.socket_arg("guest");
+    let unreachable = lab.unreachable.to_string();
+    let state = lab.dir.join("state").to_string_lossy().into_owned();
+    let args = [
+        "status",
+        "--json",
+        "--socket",
+        &socket,
+        "--external",
+        &unreachable,
+        "--ping-timeout",
+        "5s",
+        "-t",
+        "9s",
+        "--grace",
+        "0",
+        "--state-dir",
+        &state,
+        "--min-interval",
+        "60s",
+    ];
+    let docs: Vec<Value> = std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..4)
+            .map(|i| {
+                let args = &args;
+                scope.spawn(move || {
+                    std::thread::sleep(std::time::Duration::from_millis(150 * i));
+                    json_of(&vmnetprobe(args))
+                })
+            })
+            .collect();
+        runs.into_iter()
+            .map(|r| r.join().expect("caller"))
+            .collect()
+    });
+    let probed = docs.iter().filter(|d| d["cached"] == false).count();
+    assert_eq!(probed, 1, "one probe for four callers: {docs:?}");
+    for doc in &docs {
+        assert_eq!(doc["timestamp_ns"], docs[0]["timestamp_ns"], "{doc}");
+        let guest = vm(doc, "guest");
+        assert_eq!(guest["external"]["code"], "external_unreachable", "{guest}");
+    }
+}
+
+#[test]
+fn a_password_in_the_connect_uri_is_never_printed_or_stored() {
+    let dir = std::env::temp_dir().join(format!("vmnp-field-uri-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let state = dir.to_string_lossy().into_owned();
+    // Port 1 on loopback: nobody listens, the connection is refused.
+    let uri = "qemu+tcp://admin:s3cr3t@127.0.0.1:1/system";
+    for mode in [&["nagios"][..], &["status", "--json"], &["telegraf"]] {
+        let mut args = mode.to_vec();
+        args.extend_from_slice(&[
+            "--connect",
+            uri,
+            "--external",
+            "198.51.100.1",
+            "-t",
+            "5s",
+            "--state-dir",
+            &state,
+            "--min-interval",
+            "30s",
+            "-v",
+        ]);
+        let out = vmnetprobe(&args);
+        let all = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+        assert!(!all.contains("s3cr3t"), "{all}");
+        assert!(all.contains("admin@127.0.0.1:1"), "{all}");
+    }
+    for entry in std::fs::read_dir(&dir).expect("state dir").flatten() {
+        let text = std::fs::read(entry.path()).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&text).contains("s3cr3t"),
+            "{}",
+            entry.path().display()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

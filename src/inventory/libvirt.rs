@@ -216,16 +216,15 @@ impl LibvirtInventory {
     /// stderr belongs to the monitoring system.
     pub fn open(uri: &str) -> Result<Self, InventoryError> {
         virt::error::clear_error_callback();
+        // Shown in errors: never with a password the URI may carry.
+        let shown = crate::config::redact_uri(uri);
         let conn = Connect::open(Some(uri)).map_err(|e| {
             InventoryError(format!(
-                "cannot connect to libvirt at {uri}: {}",
+                "cannot connect to libvirt at {shown}: {}",
                 libvirt_message(&e)
             ))
         })?;
-        Ok(LibvirtInventory {
-            conn,
-            uri: uri.to_string(),
-        })
+        Ok(LibvirtInventory { conn, uri: shown })
     }
 
     fn find_selected(&self, wanted: &str) -> Result<Domain, InventoryError> {

@@ -340,7 +340,8 @@ pub fn run_limited(program: &str, args: &[&str]) -> Output {
     run_with_limit(cmd, None, &format!("{program} {args:?}"))
 }
 
-fn run_with_limit(mut cmd: Command, stdin: Option<&[u8]>, what: &str) -> Output {
+/// Runs `cmd` (fed `stdin`) with the same hard limit as [`vmnetprobe`].
+pub fn run_with_limit(mut cmd: Command, stdin: Option<&[u8]>, what: &str) -> Output {
     use std::io::Write;
     let mut child = cmd
         .stdin(if stdin.is_some() {
