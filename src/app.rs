@@ -121,7 +121,7 @@ fn selection_key(config: &Config) -> String {
         other => format!("{other:?}"),
     };
     format!(
-        "{source}|{domains:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{}|{}|{:?}|{:?}|{:?}|{}|{}|{}",
+        "{source}|{domains:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{}|{}|{}|{:?}|{:?}|{:?}|{}|{}|{}",
         p.external,
         p.fallback_gateway,
         p.external_networks,
@@ -131,6 +131,7 @@ fn selection_key(config: &Config) -> String {
         p.policy.agent_down_state,
         p.policy.paused_state,
         p.policy.migrating_state,
+        p.policy.frozen_state,
         p.policy.rtt_warning.as_ref().map(|r| r.as_str()),
         p.policy.rtt_critical.as_ref().map(|r| r.as_str()),
         config.grace,

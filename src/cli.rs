@@ -191,6 +191,11 @@ pub struct TargetArgs {
     /// meanwhile (ok, warning, critical, unknown).
     #[arg(long, value_name = "STATE", default_value = "ok")]
     pub migrating_state: String,
+    /// State for a VM whose filesystems are frozen (a backup's
+    /// `virsh domfsfreeze`): its agent refuses the checks until thawed
+    /// (ok, warning, critical, unknown).
+    #[arg(long, value_name = "STATE", default_value = "warning")]
+    pub frozen_state: String,
     /// Consecutive failed probes before a NIC or external check is
     /// CRITICAL; WARNING before that (1: at once).
     #[arg(long, value_name = "N", default_value_t = 1)]

@@ -231,6 +231,7 @@ impl Config {
         let booting_state = parse_state("--booting-state", &args.booting_state)?;
         let paused_state = parse_state("--paused-state", &args.paused_state)?;
         let migrating_state = parse_state("--migrating-state", &args.migrating_state)?;
+        let frozen_state = parse_state("--frozen-state", &args.frozen_state)?;
         if args.fail_after == 0 || args.fail_after > 1000 {
             return Err(ConfigError(format!(
                 "invalid --fail-after {}: expected 1 to 1000",
@@ -276,6 +277,7 @@ impl Config {
                     agent_down_state,
                     paused_state,
                     migrating_state,
+                    frozen_state,
                     rtt_warning: warning.clone(),
                     rtt_critical: critical.clone(),
                 },
@@ -309,6 +311,7 @@ mod tests {
             booting_state: "ok".into(),
             paused_state: "warning".into(),
             migrating_state: "ok".into(),
+            frozen_state: "warning".into(),
             fail_after: 1,
             no_state: true,
             ..TargetArgs::default()

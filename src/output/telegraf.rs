@@ -93,7 +93,11 @@ fn vm_points(vm: &VmReport) -> Vec<Point> {
         .string("state", state.as_str())
         .string("code", code.as_str())
         .string("reason", reason)
-        .bool("agent_up", Some(agent_verdict.code == Code::Ok))
+        // A frozen agent answered; it only refuses the checks.
+        .bool(
+            "agent_up",
+            Some(matches!(agent_verdict.code, Code::Ok | Code::Frozen)),
+        )
         .float("duration_ms", Some(*duration_ms))
         .int("agent_commands", *agent_commands)
         .int("agent_execs", *agent_execs)];

@@ -37,17 +37,6 @@ pub fn is_session_fatal(error: &AgentError) -> bool {
     )
 }
 
-/// True when guest-exec failed because the program does not exist. The text is
-/// GLib's ("Failed to execute child process “x” (No such file or directory)").
-pub fn is_missing_program(error: &AgentError) -> bool {
-    match error {
-        AgentError::Command { desc, .. } => {
-            desc.contains("No such file or directory") || desc.contains("Failed to execute child")
-        }
-        _ => false,
-    }
-}
-
 /// Polls every pid until it has exited or `until` passes. Each slot is
 /// `None` when its program had not finished in time.
 pub fn wait_all(

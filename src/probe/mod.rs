@@ -11,7 +11,7 @@ pub mod stop;
 
 use crate::cache::{now_ms, AgentFacts, FactBook, FactUpdate, RouteEntry, RouteMemo, ROUTE_TTL};
 use crate::inventory::{ChannelState, Lifecycle, NicConfig, VmSettings, VmTarget};
-use crate::qga::{Agent, AgentError, AgentTransport, GuestInfo, GuestInterface};
+use crate::qga::{Agent, AgentError, AgentTransport, FreezeStatus, GuestInfo, GuestInterface};
 use crate::report::{
     AgentReport, GatewaySource, GuestOs, NicKind, NicReport, TargetReport, VmReport,
 };
@@ -217,6 +217,8 @@ struct VmProbe<'c> {
     agent_execs: u32,
     /// Cut short by SIGTERM/SIGINT: the result is not the VM's own.
     interrupted: bool,
+    /// `guest-fsfreeze-status` said "frozen".
+    frozen: bool,
 }
 
 /// The NIC's type: the VM's own setting for its MAC, else whether it is on
@@ -277,6 +279,7 @@ impl<'c> VmProbe<'c> {
             agent_commands: 0,
             agent_execs: 0,
             interrupted: false,
+            frozen: false,
         };
         probe.update_external_applicability();
         probe
@@ -363,7 +366,7 @@ impl<'c> VmProbe<'c> {
             Ok(t) => t,
             Err(e) => {
                 self.forget();
-                return self.agent_failed(Finding::Agent(e));
+                return self.agent_failed(explain_failure(target, e));
             }
         };
         let mut counting = CountingTransport {
@@ -380,11 +383,52 @@ impl<'c> VmProbe<'c> {
         self.agent_execs = counting.execs;
         self.interrupted = counting.interrupted;
         match result {
+            // Facts from a frozen agent's command list are not stored; the
+            // ones from before hold again once it is thawed.
+            Ok(()) if self.frozen => self.mark_frozen(),
             Ok(()) => self.remember(),
             Err(e) => {
                 self.forget();
-                self.agent_failed(Finding::Agent(e));
+                self.agent_failed(explain_failure(target, e));
             }
+        }
+    }
+
+    /// Asks the agent whether the guest's filesystems are frozen, when a
+    /// command this probe needs was refused: a frozen qemu-ga refuses all
+    /// but a few commands (`guest-fsfreeze-status` among them). True when
+    /// frozen; the probe then stops asking.
+    fn check_frozen(
+        &mut self,
+        agent: &mut Agent<'_>,
+        info: &GuestInfo,
+    ) -> Result<bool, AgentError> {
+        if !info.supports("guest-fsfreeze-status") {
+            return Ok(false);
+        }
+        match agent.fsfreeze_status() {
+            Ok(FreezeStatus::Frozen) => {
+                self.frozen = true;
+                Ok(true)
+            }
+            Ok(FreezeStatus::Thawed) => Ok(false),
+            Err(e) if exec::is_session_fatal(&e) => Err(e),
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// A frozen agent explains the agent and every check (nothing could be
+    /// asked), except what the host knows by itself (a link down).
+    fn mark_frozen(&mut self) {
+        let verdict = self.cfg.policy.verdict(&Finding::Frozen);
+        self.agent = verdict;
+        for nic in &mut self.nics {
+            if nic.finding != Some(Finding::LinkDown) {
+                nic.finding = Some(Finding::Frozen);
+            }
+        }
+        if let Some((_, slot)) = &mut self.external {
+            *slot = Some(Finding::Frozen);
         }
     }
 
@@ -434,12 +478,19 @@ impl<'c> VmProbe<'c> {
         let exec_enabled = info.supports("guest-exec") && info.supports("guest-exec-status");
         self.exec_enabled = Some(exec_enabled);
         let may_exec = exec_enabled && !self.cfg.no_exec;
+        // Listed but switched off: a policy (--block-rpcs) or a freeze.
+        if info.is_disabled("guest-network-get-interfaces") && self.check_frozen(agent, &info)? {
+            return Ok(());
+        }
 
         self.os = match self.known.as_ref().map(|f| f.os) {
             Some(os @ (GuestOs::Linux | GuestOs::Windows)) => os,
             _ => detect_os(agent, &info, may_exec)?,
         };
         self.read_interfaces(agent, &info)?;
+        if self.frozen {
+            return Ok(());
+        }
         self.find_gateways(agent, &info, may_exec)?;
         self.decide_before_ping(exec_enabled);
         if may_exec {
@@ -457,6 +508,10 @@ impl<'c> VmProbe<'c> {
             match agent.interfaces() {
                 Ok(list) => list,
                 Err(e) if exec::is_session_fatal(&e) => return Err(e),
+                // Refused after guest-info listed it: frozen since?
+                Err(AgentError::Disabled { .. }) if self.check_frozen(agent, info)? => {
+                    return Ok(());
+                }
                 Err(e) => {
                     let finding = Finding::Agent(e);
                     for nic in &mut self.nics {
@@ -687,8 +742,15 @@ impl<'c> VmProbe<'c> {
                     return Ok(status.exit_code == Some(0));
                 }
                 Ok(None) => return Ok(false),
-                Err(e) if exec::is_missing_program(&e) => continue,
+                Err(e) if e.is_missing_program() => continue,
                 Err(e) if exec::is_session_fatal(&e) => return Err(e),
+                // Not "no gateway": the guest refused, and says so per NIC.
+                Err(e @ AgentError::ExecDenied { .. }) => {
+                    for nic in self.nics.iter_mut().filter(|n| n.guest.is_some()) {
+                        nic.finding.get_or_insert_with(|| Finding::Agent(e.clone()));
+                    }
+                    return Ok(false);
+                }
                 Err(_) => return Ok(false),
             }
         }
@@ -1001,12 +1063,12 @@ fn start_ping(
             Err(AgentError::Disabled { .. }) => {
                 return Err(StartError::Finding(Finding::ExecDisabled))
             }
-            Err(e) if exec::is_missing_program(&e) => match flavor {
+            Err(e) if e.is_missing_program() => match flavor {
                 PingFlavor::Linux(i) => *i += 1,
                 PingFlavor::Windows => return Err(StartError::Finding(Finding::PingMissing)),
             },
-            Err(AgentError::Command { desc, .. }) if desc.contains("ermission denied") => {
-                return Err(StartError::Finding(Finding::PingDenied(desc)))
+            Err(e @ AgentError::ExecDenied { .. }) => {
+                return Err(StartError::Finding(Finding::Agent(e)))
             }
             Err(e) => return Err(StartError::Finding(Finding::PingError(e.to_string()))),
         }
@@ -1038,9 +1100,21 @@ fn detect_os(
         .min(Instant::now() + Duration::from_secs(5));
     match exec::run_and_wait(agent, "cmd.exe", &args, None, until) {
         Ok(_) => Ok(GuestOs::Windows),
-        Err(e) if exec::is_missing_program(&e) => Ok(GuestOs::Linux),
+        Err(e) if e.is_missing_program() => Ok(GuestOs::Linux),
         Err(e) if exec::is_session_fatal(&e) => Err(e),
         Err(_) => Ok(GuestOs::Unknown),
+    }
+}
+
+/// An agent failure, named by what the host says now: a pause or an
+/// outgoing migration that began mid-probe explains it (asked only after a
+/// failure, so a healthy run costs the host nothing).
+fn explain_failure(target: &VmTarget, error: AgentError) -> Finding {
+    match target.connector.lifecycle() {
+        Some(Lifecycle::Migrating) => Finding::Migrating(Some(error)),
+        Some(Lifecycle::Paused(why)) => Finding::Paused(why),
+        Some(Lifecycle::NotRunning) => Finding::VmNotRunning,
+        Some(Lifecycle::Running) | None => Finding::Agent(error),
     }
 }
 

@@ -850,3 +850,184 @@ fn maintenance_never_alerts_and_invalid_settings_say_why() {
         "half-valid settings are not used"
     );
 }
+
+/// qemu-ga 7.2 while `virsh domfsfreeze` holds: guest-info lists every
+/// command, all but the freeze allow-list switched off, and refuses them.
+fn frozen_guest(frozen_at_info: bool) -> FakeTransport {
+    let mut commands = linux_commands(true);
+    commands.push(("guest-fsfreeze-status", true));
+    if frozen_at_info {
+        for c in commands.iter_mut() {
+            if c.0 != "guest-fsfreeze-status" {
+                c.1 = false;
+            }
+        }
+    }
+    let disabled = |command: &str| AgentError::Disabled {
+        command: command.into(),
+    };
+    FakeTransport::new()
+        .reply("guest-info", guest_info("7.2.22", &commands))
+        .reply("guest-fsfreeze-status", json!("frozen"))
+        .reply(
+            "guest-get-osinfo",
+            json!({"id": "debian", "kernel-release": "6.1.0"}),
+        )
+        .fail(
+            "guest-network-get-interfaces",
+            disabled("guest-network-get-interfaces"),
+        )
+        .fail("guest-exec", disabled("guest-exec"))
+}
+
+#[test]
+fn a_frozen_guest_is_frozen_not_unsupported() {
+    for frozen_at_info in [true, false] {
+        let transport = frozen_guest(frozen_at_info);
+        let calls = transport.calls();
+        let target = target_with(
+            transport,
+            vec![NicConfig {
+                mac: MAC.into(),
+                ..NicConfig::default()
+            }],
+        );
+        let vm = probe_vm(&target, &cfg(), Instant::now() + Duration::from_secs(5));
+        assert_eq!(
+            (vm.verdict.state, vm.verdict.code),
+            (ServiceState::Warning, Code::Frozen),
+            "frozen at guest-info: {frozen_at_info}: {vm:?}"
+        );
+        assert!(
+            vm.verdict.reason.contains("frozen"),
+            "{}",
+            vm.verdict.reason
+        );
+        assert_eq!(
+            vm.agent.version.as_deref(),
+            Some("7.2.22"),
+            "the agent answered"
+        );
+        assert_eq!(vm.nics[0].verdict.code, Code::Frozen);
+        assert_eq!(vm.external.as_ref().unwrap().verdict.code, Code::Frozen);
+        let calls = calls.lock().unwrap();
+        assert!(calls.iter().any(|(c, _)| c == "guest-fsfreeze-status"));
+        assert!(!calls.iter().any(|(c, _)| c == "guest-exec"), "nothing run");
+    }
+}
+
+#[test]
+fn a_blocked_command_on_a_thawed_agent_is_not_frozen() {
+    let mut commands = linux_commands(true);
+    commands.retain(|c| c.0 != "guest-network-get-interfaces");
+    commands.push(("guest-network-get-interfaces", false));
+    commands.push(("guest-fsfreeze-status", true));
+    let transport = FakeTransport::new()
+        .reply("guest-info", guest_info("7.2.22", &commands))
+        .reply("guest-fsfreeze-status", json!("thawed"))
+        .reply("guest-get-osinfo", json!({"id": "debian"}));
+    let (vm, _) = probe(transport, &cfg());
+    assert_ne!(vm.verdict.code, Code::Frozen, "{vm:?}");
+    // Without a NIC list from the host there is nothing to check.
+    assert_eq!(vm.agent.verdict.code, Code::Ok);
+}
+
+#[test]
+fn agent_failures_during_an_outgoing_migration_are_migrating() {
+    // The agent stops answering mid-probe; asked afterwards, the host says
+    // an outgoing migration job is running.
+    for lifecycle in [
+        Lifecycle::Migrating,
+        Lifecycle::Paused(crate::inventory::PauseReason::User),
+        Lifecycle::Running,
+    ] {
+        let transport = FakeTransport::new()
+            .reply("guest-info", guest_info("7.2.22", &linux_commands(true)))
+            .fail(
+                "guest-get-osinfo",
+                AgentError::Timeout {
+                    command: "guest-get-osinfo".into(),
+                },
+            );
+        let mut target = target_with(FakeTransport::new(), vec![]);
+        target.connector = Box::new(OneShotConnector::new(transport).with_lifecycle(lifecycle));
+        let vm = probe_vm(&target, &cfg(), Instant::now() + Duration::from_secs(5));
+        let want = match lifecycle {
+            Lifecycle::Migrating => (ServiceState::Ok, Code::Migrating),
+            Lifecycle::Paused(_) => (ServiceState::Warning, Code::Paused),
+            _ => (ServiceState::Unknown, Code::AgentTimeout),
+        };
+        assert_eq!((vm.verdict.state, vm.verdict.code), want, "{lifecycle:?}");
+        if lifecycle == Lifecycle::Migrating {
+            assert_eq!(
+                vm.verdict.reason,
+                "VM migrating to another host (guest agent not answering (guest-get-osinfo timed out))"
+            );
+            assert_eq!(vm.external.as_ref().unwrap().verdict.code, Code::Migrating);
+        }
+    }
+}
+
+/// An SELinux-confined qemu-ga: every program it starts is refused, with
+/// the text the agent sends (classified as the transports do).
+fn confined_guest(deny_ip: bool) -> FakeTransport {
+    let refused = |path: &str| {
+        crate::qga::classify_agent_error(
+            "guest-exec",
+            Some("GenericError"),
+            &format!("Guest agent command failed, error was 'Failed to execute child process “{path}” (Permission denied)'"),
+        )
+    };
+    FakeTransport::new()
+        .reply("guest-info", guest_info("7.2.22", &linux_commands(true)))
+        .reply(
+            "guest-get-osinfo",
+            json!({"id": "rhel", "kernel-release": "5.14.0"}),
+        )
+        .reply("guest-network-get-interfaces", interfaces())
+        .handle("guest-exec", move |args| {
+            let path = args.and_then(|a| a["path"].as_str()).unwrap_or_default();
+            if path.ends_with("/ip") && !deny_ip {
+                return Ok(json!({"pid": 7}));
+            }
+            Err(refused(path))
+        })
+        .reply(
+            "guest-exec-status",
+            json!({"exited": true, "exitcode": 0,
+                   "out-data": b64("default via 192.0.2.1 dev eth0 proto static\n")}),
+        )
+}
+
+#[test]
+fn a_confined_agent_that_refuses_ping_is_exec_denied_with_the_hint() {
+    let nics = vec![NicConfig {
+        mac: MAC.into(),
+        ..NicConfig::default()
+    }];
+    for deny_ip in [false, true] {
+        let target = target_with(confined_guest(deny_ip), nics.clone());
+        let vm = probe_vm(&target, &cfg(), Instant::now() + Duration::from_secs(5));
+        assert_eq!(
+            (vm.verdict.state, vm.verdict.code),
+            (ServiceState::Unknown, Code::ExecDenied),
+            "ip denied too: {deny_ip}: {vm:?}"
+        );
+        assert!(
+            vm.verdict.reason.contains("Permission denied"),
+            "{}",
+            vm.verdict.reason
+        );
+        assert!(
+            vm.verdict.reason.contains("virt_qemu_ga_run_unconfined"),
+            "{}",
+            vm.verdict.reason
+        );
+        assert_eq!(vm.nics[0].verdict.code, Code::ExecDenied, "not no_gateway");
+        assert_eq!(vm.external.as_ref().unwrap().verdict.code, Code::ExecDenied);
+        if !deny_ip {
+            assert_eq!(vm.nics[0].gateway, Some("192.0.2.1".parse().unwrap()));
+            assert!(vm.nics[0].verdict.reason.contains("/bin/ping"));
+        }
+    }
+}

@@ -46,6 +46,10 @@ pub enum AgentError {
     Disabled { command: String },
     /// The agent does not know the command (too old, other OS).
     NotFound { command: String },
+    /// `guest-exec` could not start the program: permission denied (an
+    /// SELinux-confined agent, a file without exec permission, a noexec
+    /// mount); `desc` is the agent's text, naming the program.
+    ExecDenied { command: String, desc: String },
     /// The command ran and failed; `desc` is the agent's text.
     Command { command: String, desc: String },
     /// The reply was not what the protocol promises (garbage, too large, wrong types).
@@ -72,6 +76,9 @@ impl fmt::Display for AgentError {
             }
             AgentError::NotFound { command } => write!(f, "guest agent does not support {command}"),
             AgentError::Command { command, desc } => write!(f, "{command} failed: {desc}"),
+            AgentError::ExecDenied { command, desc } => {
+                write!(f, "{command} may not start the program: {desc}")
+            }
             AgentError::Protocol(detail) => write!(f, "guest agent protocol error: {detail}"),
             AgentError::PermissionDenied(detail) => write!(f, "permission denied: {detail}"),
             AgentError::Host(detail) => write!(f, "host error: {detail}"),
@@ -85,7 +92,9 @@ impl std::error::Error for AgentError {}
 ///
 /// QGA has only two classes and says "disabled" only in the text (libvirt 9.0
 /// even drops the class), so this is the one place that reads error text:
-/// "Command X has been disabled[: reason]" and "The command X has not been found".
+/// "Command X has been disabled[: reason]", "The command X has not been
+/// found", and GLib's spawn failure "Failed to execute child process “P”
+/// (Permission denied)".
 pub fn classify_agent_error(command: &str, class: Option<&str>, desc: &str) -> AgentError {
     let command = command.to_string();
     if desc.contains("has been disabled") {
@@ -94,9 +103,26 @@ pub fn classify_agent_error(command: &str, class: Option<&str>, desc: &str) -> A
     if class == Some("CommandNotFound") || desc.contains("has not been found") {
         return AgentError::NotFound { command };
     }
-    AgentError::Command {
-        command,
-        desc: protocol::one_line(desc, 200),
+    let desc = protocol::one_line(desc, 200);
+    if desc.contains(SPAWN_FAILED) && desc.contains("(Permission denied)") {
+        return AgentError::ExecDenied { command, desc };
+    }
+    AgentError::Command { command, desc }
+}
+
+/// GLib's text when `guest-exec` cannot start the program.
+const SPAWN_FAILED: &str = "Failed to execute child";
+
+impl AgentError {
+    /// `guest-exec` failed because the program does not exist (GLib:
+    /// "Failed to execute child process “x” (No such file or directory)").
+    pub fn is_missing_program(&self) -> bool {
+        match self {
+            AgentError::Command { desc, .. } => {
+                desc.contains("No such file or directory") || desc.contains(SPAWN_FAILED)
+            }
+            _ => false,
+        }
     }
 }
 
@@ -249,6 +275,31 @@ mod tests {
             e,
             AgentError::Protocol("guest-exec returned pid 42 twice in one run".into())
         );
+    }
+
+    #[test]
+    fn a_refused_child_is_exec_denied_a_missing_one_is_not() {
+        // qemu-ga 7.2 over a socket, and libvirt 9.0's unwrapped agent text.
+        for desc in [
+            "Guest agent command failed, error was 'Failed to execute child process “/bin/ping” (Permission denied)'",
+            "Failed to execute child process \"/bin/ping\" (Permission denied)",
+        ] {
+            let e = classify_agent_error("guest-exec", Some("GenericError"), desc);
+            assert!(
+                matches!(&e, AgentError::ExecDenied { desc, .. } if desc.contains("/bin/ping")),
+                "{e:?}"
+            );
+            assert!(!e.is_missing_program());
+        }
+        let missing = classify_agent_error(
+            "guest-exec",
+            Some("GenericError"),
+            "Guest agent command failed, error was 'Failed to execute child process “cmd.exe” (No such file or directory)'",
+        );
+        assert!(missing.is_missing_program(), "{missing:?}");
+        // A ping that ran and printed "permission denied" is not this.
+        let ran = classify_agent_error("guest-exec-status", None, "ping: permission denied");
+        assert!(matches!(ran, AgentError::Command { .. }));
     }
 
     #[test]

@@ -69,6 +69,8 @@ codes! {
     Paused => "paused",
     PausedError => "paused_error",
     Migrating => "migrating",
+    Frozen => "frozen",
+    ExecDenied => "exec_denied",
     Maintenance => "maintenance",
     MetadataInvalid => "metadata_invalid",
 }

@@ -33,6 +33,9 @@ pub enum Finding {
     /// An outgoing migration is under way; carries the agent failure seen
     /// meanwhile, if any.
     Migrating(Option<AgentError>),
+    /// The agent answered, but the guest's filesystems are frozen (a
+    /// backup's `domfsfreeze`): it refuses everything else until thawed.
+    Frozen,
     /// The VM's own settings switch it to maintenance, with the note.
     Maintenance(String),
     /// The VM's own settings are invalid (the reason says which).
@@ -72,6 +75,9 @@ pub struct Policy {
     pub paused_state: ServiceState,
     /// State for a VM migrating away (default OK).
     pub migrating_state: ServiceState,
+    /// State for a VM whose filesystems are frozen (default WARNING: a
+    /// backup thaws within seconds, a freeze left behind stalls the guest).
+    pub frozen_state: ServiceState,
     pub rtt_warning: Option<Range>,
     pub rtt_critical: Option<Range>,
 }
@@ -82,11 +88,16 @@ impl Default for Policy {
             agent_down_state: ServiceState::Unknown,
             paused_state: ServiceState::Warning,
             migrating_state: ServiceState::Ok,
+            frozen_state: ServiceState::Warning,
             rtt_warning: None,
             rtt_critical: None,
         }
     }
 }
+
+/// What to do about a refused child, on RHEL-family guests the usual case
+/// (SECURITY.md, "Guest-side setting").
+const EXEC_DENIED_HINT: &str = "an SELinux-confined agent (RHEL family) needs setsebool -P virt_qemu_ga_run_unconfined on, or a policy module allowing ping; see SECURITY.md";
 
 fn format_rtt(rtt: f64) -> String {
     if rtt < 10.0 {
@@ -122,6 +133,11 @@ impl Policy {
                 Code::Migrating,
                 format!("VM migrating to another host ({error})"),
             ),
+            Finding::Frozen => Verdict::new(
+                self.frozen_state,
+                Code::Frozen,
+                "guest filesystems frozen (guest-fsfreeze-status): the agent refuses other commands until thawed",
+            ),
             Finding::Maintenance(note) if note.is_empty() => {
                 Verdict::new(Ok, Code::Maintenance, "in maintenance (libvirt metadata)")
             }
@@ -139,6 +155,11 @@ impl Policy {
             Finding::AgentUp(version) => {
                 Verdict::new(Ok, Code::Ok, format!("guest agent {version} responding"))
             }
+            Finding::Agent(error @ AgentError::ExecDenied { .. }) => Verdict::new(
+                Unknown,
+                Code::ExecDenied,
+                format!("{error}; {EXEC_DENIED_HINT}"),
+            ),
             Finding::Agent(error) => {
                 let (state, code) = match error {
                     AgentError::NoChannel => (agent_down, Code::NoAgentChannel),
@@ -151,6 +172,8 @@ impl Policy {
                     AgentError::Disabled { .. } => (Unknown, Code::AgentCommandDisabled),
                     AgentError::NotFound { .. } => (Unknown, Code::AgentUnsupported),
                     AgentError::Command { .. } => (Unknown, Code::AgentError),
+                    // Given its own verdict above, with the hint.
+                    AgentError::ExecDenied { .. } => (Unknown, Code::ExecDenied),
                     AgentError::PermissionDenied(_) => (Unknown, Code::PermissionDenied),
                     AgentError::Host(_) => (Unknown, Code::HostError),
                 };
@@ -292,6 +315,15 @@ mod tests {
                 })),
                 Ok,
                 Code::Migrating,
+            ),
+            (Finding::Frozen, Warning, Code::Frozen),
+            (
+                Finding::Agent(AgentError::ExecDenied {
+                    command: "guest-exec".into(),
+                    desc: "Failed to execute child process “/bin/ping” (Permission denied)".into(),
+                }),
+                Unknown,
+                Code::ExecDenied,
             ),
             (Finding::Maintenance(String::new()), Ok, Code::Maintenance),
             (
@@ -447,8 +479,10 @@ mod tests {
         let p = Policy {
             paused_state: Ok,
             migrating_state: Warning,
+            frozen_state: Critical,
             ..Policy::default()
         };
+        assert_eq!(state(&p, Finding::Frozen), (Critical, Code::Frozen));
         assert_eq!(
             state(&p, Finding::Paused(PauseReason::User)),
             (Ok, Code::Paused)

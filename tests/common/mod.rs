@@ -92,6 +92,9 @@ pub struct LabOptions {
     /// A script bind-mounted over the guest's `/usr/bin/ping` (qemu-ga then
     /// runs in a mount namespace of its own): a replaced or broken binary.
     pub ping_wrapper: Option<String>,
+    /// That file without exec permission: qemu-ga cannot start it
+    /// ("Permission denied", as under an SELinux-confined agent).
+    pub ping_not_executable: bool,
 }
 
 pub struct AgentLab {
@@ -228,7 +231,12 @@ impl AgentLab {
             // keeps the agent the child we kill.
             let fake = state.join("fake-ping");
             std::fs::write(&fake, script).expect("fake ping");
-            run("chmod", &["755", &fake.to_string_lossy()]);
+            let mode = if self.options.ping_not_executable {
+                "644"
+            } else {
+                "755"
+            };
+            run("chmod", &[mode, &fake.to_string_lossy()]);
             let agent: Vec<String> = args.split_off(3);
             let command = format!(
                 "mount --bind {} /usr/bin/ping && exec \"$@\"",
