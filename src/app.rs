@@ -303,7 +303,7 @@ fn probe_with_memory(config: &Config, targets: Vec<VmTarget>, deadline: Instant)
 /// Renders `report` the way `command` asks.
 pub fn render(command: &Command, report: &Report) -> Rendered {
     match command {
-        Command::Nagios(_) => output::render_nagios(report),
+        Command::Nagios { max_output, .. } => output::render_nagios_capped(report, max_output.0),
         Command::Discover {
             what: DiscoverWhat::Vms,
             ..
@@ -388,7 +388,7 @@ pub fn config_error(
     error: &ConfigError,
 ) -> (Option<String>, Option<String>) {
     match command {
-        Some(Command::Nagios(_)) => (Some(format!("VMNETPROBE UNKNOWN - {error}\n")), None),
+        Some(Command::Nagios { .. }) => (Some(format!("VMNETPROBE UNKNOWN - {error}\n")), None),
         _ => (None, Some(format!("vmnetprobe: {error}\n"))),
     }
 }

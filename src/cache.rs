@@ -194,8 +194,7 @@ pub struct StoredResult {
     pub report: Report,
 }
 
-/// File and lock name for a selection key: `result-<hash>`. FNV-1a, so
-/// the name is the same in every build.
+/// File and lock name for a selection key: `result-<hash>`.
 pub fn result_name(key: &str) -> String {
     format!("result-{:016x}", fingerprint(key))
 }

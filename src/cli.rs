@@ -37,7 +37,14 @@ pub struct Args {
 pub enum Command {
     /// Nagios/Icinga plugin: status line, perfdata, long output, exit 0-3.
     #[command(help_template = HELP_TEMPLATE)]
-    Nagios(TargetArgs),
+    Nagios {
+        /// Output cap in bytes, the failing VMs kept first (Nagios 4 keeps
+        /// 8 KB; 0: no cap, for Icinga 2).
+        #[arg(long, value_name = "BYTES", default_value = "8000", value_parser = parse_max_output)]
+        max_output: MaxOutput,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
     /// Zabbix low-level discovery JSON (VMs or NICs).
     #[command(help_template = HELP_TEMPLATE)]
     Discover {
@@ -90,6 +97,23 @@ pub enum Command {
         #[command(flatten)]
         target: TargetArgs,
     },
+}
+
+/// `--max-output`: a byte cap, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxOutput(pub Option<usize>);
+
+/// Smallest cap: a status line and a few VMs.
+const MIN_MAX_OUTPUT: usize = 512;
+
+fn parse_max_output(text: &str) -> Result<MaxOutput, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Ok(MaxOutput(None)),
+        Ok(n) if n >= MIN_MAX_OUTPUT => Ok(MaxOutput(Some(n))),
+        _ => Err(format!(
+            "expected 0 (no cap) or a number of bytes from {MIN_MAX_OUTPUT}"
+        )),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -233,8 +257,9 @@ pub fn is_nagios_mode(args: &[OsString]) -> bool {
 impl Command {
     pub fn target(&self) -> &TargetArgs {
         match self {
-            Command::Nagios(t) | Command::Zabbix(t) => t,
-            Command::Discover { target, .. }
+            Command::Zabbix(t) => t,
+            Command::Nagios { target, .. }
+            | Command::Discover { target, .. }
             | Command::Telegraf { target, .. }
             | Command::Prometheus { target, .. }
             | Command::Serve { target, .. }
@@ -290,7 +315,7 @@ mod tests {
         );
         assert!(is_nagios_mode(&args));
         let a = Args::try_parse_from(&args).unwrap();
-        assert!(matches!(a.command, Command::Nagios(_)));
+        assert!(matches!(a.command, Command::Nagios { .. }));
         // Any other name is left alone (a user's own wrapper, vmnetprobe itself).
         let plain = effective_args(["vmnetprobe", "status"].map(OsString::from));
         assert_eq!(plain, ["vmnetprobe", "status"]);
@@ -324,7 +349,13 @@ mod tests {
             "4",
         ])
         .unwrap();
-        assert!(matches!(a.command, Command::Nagios(_)));
+        assert!(matches!(
+            a.command,
+            Command::Nagios {
+                max_output: MaxOutput(Some(8000)),
+                ..
+            }
+        ));
         assert_eq!(a.command.target().socket, ["vm1=/tmp/a.sock"]);
         let a = Args::try_parse_from([
             "vmnetprobe",
@@ -350,6 +381,17 @@ mod tests {
         ])
         .unwrap();
         assert!(matches!(a.command, Command::Telegraf { execd: true, .. }));
+        let a = Args::try_parse_from(["vmnetprobe", "nagios", "--max-output", "0"]).unwrap();
+        assert!(matches!(
+            a.command,
+            Command::Nagios {
+                max_output: MaxOutput(None),
+                ..
+            }
+        ));
+        for bad in ["100", "-1", "x"] {
+            assert!(Args::try_parse_from(["vmnetprobe", "nagios", "--max-output", bad]).is_err());
+        }
         assert!(Args::try_parse_from([
             "vmnetprobe",
             "status",

@@ -189,7 +189,9 @@ fn check_output(output: &str, run: &Run, expect: &Expect) {
                 nagios
                     .perfdata
                     .iter()
-                    .any(|(l, v, u)| l == "good eth0 gw rtt" && *v == 0.512 && u == "ms"),
+                    .any(|(l, v, u)| l == "good.52:54:00:00:00:01.gw_rtt"
+                        && *v == 0.512
+                        && u == "ms"),
                 "{:?}",
                 nagios.perfdata
             );

@@ -45,3 +45,61 @@ fn golden_blocks(rel: &str) -> usize {
     }
     checked
 }
+
+/// The default of `--long` of `vmnetprobe nagios`, as clap has it.
+fn nagios_default(long: &str) -> String {
+    use clap::CommandFactory;
+    let command = vmnetprobe::cli::Args::command();
+    let nagios = command
+        .get_subcommands()
+        .find(|c| c.get_name() == "nagios")
+        .expect("nagios subcommand");
+    let arg = nagios
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .unwrap_or_else(|| panic!("no --{long}"));
+    arg.get_default_values()
+        .iter()
+        .map(|v| v.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// What plugins/nagios/README.md says about defaults is what the binary does.
+#[test]
+fn nagios_readme_states_the_real_defaults() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("plugins/nagios/README.md")).expect("README");
+    // Markdown wraps lines: compare with single spaces.
+    let flat = readme.split_whitespace().collect::<Vec<_>>().join(" ");
+    let claims = [
+        format!(
+            "`--external ADDR` (the address every VM must reach, default {}",
+            vmnetprobe::config::DEFAULT_EXTERNAL
+        ),
+        format!("(overall deadline, default {})", nagios_default("timeout")),
+        format!(
+            "(state for VMs without a working agent, default {})",
+            nagios_default("agent-down-state")
+        ),
+        format!(
+            "`--max-output BYTES` (default {}",
+            nagios_default("max-output")
+        ),
+        format!(
+            "vmnetprobe stops by itself at `-t` (default {})",
+            nagios_default("timeout")
+        ),
+    ];
+    for claim in &claims {
+        assert!(
+            flat.contains(claim.as_str()),
+            "README no longer says: {claim}"
+        );
+    }
+    assert_eq!(
+        nagios_default("max-output"),
+        vmnetprobe::output::DEFAULT_MAX_OUTPUT.to_string()
+    );
+    assert!(!flat.contains("only gateways are checked"));
+}

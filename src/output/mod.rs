@@ -16,7 +16,7 @@ use crate::report::{Report, VmReport};
 use crate::verdict::ServiceState;
 use crate::verdict::{Code, Verdict};
 
-pub use nagios::render_nagios;
+pub use nagios::{render_nagios, render_nagios_capped, DEFAULT_MAX_OUTPUT};
 pub use prometheus::{render_prometheus, render_serve_counters, ServeCounters};
 pub use status::{render_status_json, render_status_table, render_status_table_styled};
 pub use telegraf::render_telegraf;
@@ -55,6 +55,26 @@ fn truncate_chars(text: &str, max_chars: usize) -> String {
     let keep = max_chars.saturating_sub(1);
     let mut out: String = text.chars().take(keep).collect();
     out.push('…');
+    out
+}
+
+/// `text` when it is at most `max_chars` long, else its start, `~` and 8
+/// hex digits of a hash of the whole text (`max_chars` in all), so two long
+/// names with a common start stay two series.
+fn cut_unique(text: &str, max_chars: usize) -> String {
+    if text.chars().count() <= max_chars {
+        return text.to_string();
+    }
+    with_hash(text, text, max_chars)
+}
+
+/// The start of `shown`, then `~` and 8 hex digits of a hash of `original`,
+/// at most `max_chars` in all.
+fn with_hash(shown: &str, original: &str, max_chars: usize) -> String {
+    let suffix = format!("~{:08x}", crate::cache::fingerprint(original) as u32);
+    let keep = max_chars.saturating_sub(suffix.len());
+    let mut out: String = shown.chars().take(keep).collect();
+    out.push_str(&suffix);
     out
 }
 
@@ -150,6 +170,17 @@ mod tests {
     fn one_line_flattens_control_characters() {
         assert_eq!(one_line("a\nb\r\nc\td\u{7f}"), "a b  c d ");
         assert_eq!(one_line("ü ok"), "ü ok");
+    }
+
+    #[test]
+    fn cut_names_stay_apart() {
+        assert_eq!(cut_unique("short", 10), "short");
+        let a = cut_unique(&format!("{}a", "x".repeat(100)), 20);
+        let b = cut_unique(&format!("{}b", "x".repeat(100)), 20);
+        assert_eq!(a.chars().count(), 20);
+        assert!(a.starts_with("xxxxxxxxxxx~"), "{a}");
+        assert_ne!(a, b);
+        assert_eq!(cut_unique(&"ü".repeat(30), 20).chars().count(), 20);
     }
 
     #[test]

@@ -2,24 +2,32 @@
 //! line with perfdata, then long output (one line per VM, worst first, with
 //! its agent, NICs and external target indented), bounded in size.
 
-use super::{counts_text, fixed_decimal, one_line, truncate_chars, worst_first, Rendered};
+use super::{
+    counts_text, fixed_decimal, one_line, truncate_chars, with_hash, worst_first, Rendered,
+};
 use crate::report::{AgentReport, NicReport, Report, TargetReport, Thresholds, VmReport};
 use crate::verdict::ServiceState;
 use crate::verdict::Verdict;
 
 /// The summary after `VMNETPROBE <STATE> - `, in characters.
 const SUMMARY_MAX_CHARS: usize = 100;
-/// The whole output, in bytes (Nagios 3 keeps 8 KB; excess is cut silently,
-/// and with it the perfdata).
-const OUTPUT_MAX_BYTES: usize = 8000;
-/// Per-VM RTT perfdata is kept for at most this many VMs (by name) ...
-const PERFDATA_MAX_VMS: usize = 100;
-/// ... and at most this many bytes of perfdata.
-const PERFDATA_MAX_BYTES: usize = 4000;
+/// The whole output by default, in bytes: Nagios 4 keeps 8 KB of plugin
+/// output (`MAX_PLUGIN_OUTPUT_LENGTH`) and cuts the rest silently, and with
+/// it the perfdata. Icinga 2 has no such cap: `--max-output 0`.
+pub const DEFAULT_MAX_OUTPUT: usize = 8000;
 /// A fatal message, in characters.
 const FATAL_MAX_CHARS: usize = 1000;
+/// The VM part of a perfdata label, in characters.
+const LABEL_VM_MAX_CHARS: usize = 40;
 
+/// The plugin output within the default (Nagios 4) size.
 pub fn render_nagios(report: &Report) -> Rendered {
+    render_nagios_capped(report, Some(DEFAULT_MAX_OUTPUT))
+}
+
+/// The plugin output within `max_output` bytes (`None`: no cap). Half of
+/// it at most goes to perfdata; the long output keeps the non-OK VMs first.
+pub fn render_nagios_capped(report: &Report, max_output: Option<usize>) -> Rendered {
     let Report {
         vms,
         external_target: _,
@@ -39,8 +47,9 @@ pub fn render_nagios(report: &Report) -> Rendered {
             exit_code: state.code(),
         };
     }
+    let max_output = max_output.unwrap_or(usize::MAX);
     let state = report.state();
-    let (perfdata, perf_vms) = perfdata(report, thresholds, *duration_ms);
+    let (perfdata, perf_vms) = perfdata(report, thresholds, *duration_ms, max_output / 2);
     let first = format!("VMNETPROBE {state} - {} | {perfdata}", summary(report));
     let mut notes = Vec::new();
     if let Some(age_ms) = age_ms {
@@ -51,12 +60,12 @@ pub fn render_nagios(report: &Report) -> Rendered {
     }
     if perf_vms < vms.len() {
         notes.push(format!(
-            "(RTT perfdata only for the first {perf_vms} of {} VMs by name)",
+            "(RTT perfdata for {perf_vms} of {} VMs: output limit, see --max-output)",
             vms.len()
         ));
     }
     let notes_bytes: usize = notes.iter().map(|n| n.len() + 1).sum();
-    let budget = OUTPUT_MAX_BYTES.saturating_sub(first.len() + 1 + notes_bytes);
+    let budget = max_output.saturating_sub(first.len() + 1 + notes_bytes);
     let mut lines = vec![first];
     lines.extend(long_output(vms, budget));
     lines.extend(notes);
@@ -94,8 +103,15 @@ fn summary(report: &Report) -> String {
     truncate_chars(&line, SUMMARY_MAX_CHARS)
 }
 
-/// The perfdata and how many VMs (by name) got their RTT entries.
-fn perfdata(report: &Report, thresholds: &Thresholds, duration_ms: f64) -> (String, usize) {
+/// The perfdata within `budget` bytes and how many VMs got their RTT
+/// entries (by name; a VM that does not fit is left out, the next ones
+/// still get theirs).
+fn perfdata(
+    report: &Report,
+    thresholds: &Thresholds,
+    duration_ms: f64,
+    budget: usize,
+) -> (String, usize) {
     let Thresholds { warning, critical } = thresholds;
     let warn = warning.as_ref().map_or("", |r| r.as_str());
     let crit = critical.as_ref().map_or("", |r| r.as_str());
@@ -117,8 +133,8 @@ fn perfdata(report: &Report, thresholds: &Thresholds, duration_ms: f64) -> (Stri
     for vm in sorted {
         let vm_entries = vm_perfdata(vm, warn, crit);
         let vm_bytes: usize = vm_entries.iter().map(|e| e.len() + 1).sum();
-        if included >= PERFDATA_MAX_VMS || bytes + vm_bytes > PERFDATA_MAX_BYTES {
-            break;
+        if bytes + vm_bytes > budget {
+            continue;
         }
         bytes += vm_bytes;
         entries.extend(vm_entries);
@@ -127,16 +143,19 @@ fn perfdata(report: &Report, thresholds: &Thresholds, duration_ms: f64) -> (Stri
     (entries.join(" "), included)
 }
 
-/// `'web01 eth0 gw rtt'=0.41ms;100;500;0;` per NIC with an RTT, and
-/// `'web01 ext rtt'=...` for the external target.
+/// `web01.52:54:00:aa:bb:01.gw_rtt=0.41ms;100;500;0;` per NIC (by MAC)
+/// and `web01.ext_rtt=...` when the external check applies; `U` when
+/// there is no RTT. The label set depends only on host-side facts (VM name,
+/// MACs, whether the external check applies), so a series never vanishes
+/// while a guest is down.
 fn vm_perfdata(vm: &VmReport, warn: &str, crit: &str) -> Vec<String> {
+    let vm_part = label_vm_part(&vm.name);
     let mut nics: Vec<&NicReport> = vm.nics.iter().collect();
     nics.sort_by(|a, b| a.mac.cmp(&b.mac));
-    let nic_entries = nics.into_iter().filter_map(|nic| {
-        let name = nic.name.as_deref().unwrap_or(&nic.mac);
+    let nic_entries = nics.into_iter().map(|nic| {
         rtt_entry(
-            &format!("{} {name} gw rtt", vm.name),
-            nic.rtt_ms?,
+            &format!("{vm_part}.{}.gw_rtt", label_mac(&nic.mac)),
+            nic.rtt_ms,
             warn,
             crit,
         )
@@ -144,26 +163,46 @@ fn vm_perfdata(vm: &VmReport, warn: &str, crit: &str) -> Vec<String> {
     let external = vm
         .external
         .as_ref()
-        .and_then(|target| rtt_entry(&format!("{} ext rtt", vm.name), target.rtt_ms?, warn, crit));
+        .map(|target| rtt_entry(&format!("{vm_part}.ext_rtt"), target.rtt_ms, warn, crit));
     nic_entries.chain(external).collect()
 }
 
-fn rtt_entry(label: &str, rtt_ms: f64, warn: &str, crit: &str) -> Option<String> {
-    let value = fixed_decimal(rtt_ms, 3)?;
-    Some(format!(
-        "'{}'={value}ms;{warn};{crit};0;",
-        perf_label(label)
-    ))
+/// `U` is the plugin API's "unknown" and takes no unit. The label has no
+/// blank or quote, so it goes unquoted (Icinga 2 drops needless quotes).
+fn rtt_entry(label: &str, rtt_ms: Option<f64>, warn: &str, crit: &str) -> String {
+    let value = rtt_ms
+        .and_then(|ms| fixed_decimal(ms, 3))
+        .map_or_else(|| "U".to_string(), |ms| format!("{ms}ms"));
+    format!("{label}={value};{warn};{crit};0;")
 }
 
-/// A perfdata label: no `'` or `=` (dropped), no `|` (as in all plugin
-/// text, it becomes `/`), no control characters, no surrounding blanks.
-fn perf_label(raw: &str) -> String {
-    let cleaned: String = text(raw)
+/// Characters a VM name keeps in a perfdata label; `~` is not among them,
+/// so a changed name (see [`label_vm_part`]) never equals a kept one.
+fn label_char_kept(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '@' | '+')
+}
+
+/// The VM name as a label part: kept as it is when it has only letters,
+/// digits and `_-.:@+` and at most 40 characters; otherwise every other
+/// character becomes `_`, and `~` and 8 hex digits of a hash of the full
+/// name make it unique again (`web 01` → `web_01~1a2b3c4d`).
+fn label_vm_part(name: &str) -> String {
+    if name.chars().all(label_char_kept) && name.chars().count() <= LABEL_VM_MAX_CHARS {
+        return name.to_string();
+    }
+    let cleaned: String = name
         .chars()
-        .filter(|c| !matches!(c, '\'' | '='))
+        .map(|c| if label_char_kept(c) { c } else { '_' })
         .collect();
-    cleaned.trim().to_string()
+    with_hash(&cleaned, name, LABEL_VM_MAX_CHARS)
+}
+
+/// A MAC as libvirt gives it is already label-safe; anything else a
+/// hostile inventory might put there is not.
+fn label_mac(mac: &str) -> String {
+    mac.chars()
+        .map(|c| if label_char_kept(c) { c } else { '_' })
+        .collect()
 }
 
 /// The long output within `budget` bytes: every VM in full when it fits,
@@ -363,12 +402,16 @@ mod tests {
     }
 
     #[test]
-    fn labels_lose_quotes_equals_and_pipes() {
-        assert_eq!(
-            perf_label("web 01, \"x\"=ü\\ it's|a\nb"),
-            "web 01, \"x\"ü\\ its/a b"
-        );
-        assert_eq!(perf_label("  'x'  "), "x");
+    fn labels_have_no_spaces_and_stay_unique() {
+        assert_eq!(label_vm_part("web01.example.com"), "web01.example.com");
+        let odd = label_vm_part("web 01, \"x\"=ü\\ it's|a\nb");
+        assert!(odd.starts_with("web_01___x____"), "{odd}");
+        assert!(odd.chars().all(|c| label_char_kept(c) || c == '~'), "{odd}");
+        assert_ne!(label_vm_part("web 01"), label_vm_part("web_01"));
+        assert_ne!(label_vm_part("web 01"), label_vm_part("web\t01"));
+        let long = label_vm_part(&"a".repeat(300));
+        assert_eq!(long.chars().count(), LABEL_VM_MAX_CHARS);
+        assert_ne!(long, label_vm_part(&"a".repeat(301)));
     }
 
     #[test]
@@ -377,7 +420,7 @@ mod tests {
         let out = render_nagios(&r);
         let first = out.text.lines().next().expect("a line");
         assert!(
-            first.ends_with("'web01 eth0 gw rtt'=0.41ms;100;500;0;"),
+            first.ends_with("web01.52:54:00:aa:bb:01.gw_rtt=0.41ms;100;500;0;"),
             "{first}"
         );
         assert!(first.contains(" | vms=1;;;0 vms_ok=1;;;0 "), "{first}");
@@ -385,14 +428,20 @@ mod tests {
     }
 
     #[test]
-    fn no_rtt_no_entry_and_no_exponent() {
-        let r = report(vec![
-            vm("a", ServiceState::Ok, None),
-            vm("b", ServiceState::Ok, Some(1e-7)),
-        ]);
+    fn no_rtt_is_u_and_no_exponent() {
+        let mut a = vm("a", ServiceState::Ok, None);
+        a.external = Some(TargetReport {
+            address: "198.51.100.1".parse().expect("ip"),
+            verdict: verdict(ServiceState::Unknown, "agent down"),
+            rtt_ms: None,
+        });
+        let r = report(vec![a, vm("b", ServiceState::Ok, Some(1e-7))]);
         let out = render_nagios(&r).text;
-        assert!(!out.contains("'a eth0"));
-        assert!(out.contains("'b eth0 gw rtt'=0.0ms;"), "{out}");
+        assert!(
+            out.contains(" a.52:54:00:aa:bb:01.gw_rtt=U;100;500;0; a.ext_rtt=U;100;500;0; "),
+            "{out}"
+        );
+        assert!(out.contains("b.52:54:00:aa:bb:01.gw_rtt=0.0ms;"), "{out}");
         assert!(!out.contains("e-"));
     }
 
@@ -454,25 +503,65 @@ mod tests {
         vms[250].verdict.state = ServiceState::Critical;
         vms[250].nics[0].verdict.state = ServiceState::Critical;
         let out = render_nagios(&report(vms)).text;
-        assert!(out.len() <= OUTPUT_MAX_BYTES, "{} bytes", out.len());
+        assert!(out.len() <= DEFAULT_MAX_OUTPUT, "{} bytes", out.len());
         assert!(out.contains("\n[CRITICAL] vm250-with-a-rather-long-name: "));
         assert!(out.contains("… and 499 more OK VMs"));
-        assert!(out.contains("(RTT perfdata only for the first "));
+        assert!(out.contains("(RTT perfdata for "));
         let first = out.lines().next().expect("a line");
-        assert!(first.len() <= PERFDATA_MAX_BYTES + 200);
+        assert!(first.len() <= DEFAULT_MAX_OUTPUT / 2 + 200);
         assert_eq!(first.matches('|').count(), 1);
     }
 
     #[test]
-    fn rtt_perfdata_stops_at_the_vm_limit() {
-        let vms: Vec<VmReport> = (0..150)
-            .map(|i| vm(&format!("v{i:03}"), ServiceState::Ok, Some(1.0)))
-            .collect();
+    fn one_long_name_does_not_cost_the_next_vms_their_perfdata() {
+        let vms = vec![
+            vm("a", ServiceState::Ok, Some(1.0)),
+            vm(&"b".repeat(100_000), ServiceState::Ok, Some(1.0)),
+            vm("c", ServiceState::Ok, Some(1.0)),
+        ];
         let out = render_nagios(&report(vms)).text;
         let first = out.lines().next().expect("a line");
-        assert_eq!(first.matches(" gw rtt'=").count(), PERFDATA_MAX_VMS);
-        assert!(first.contains("'v099 eth0 gw rtt'") && !first.contains("'v100 eth0"));
-        assert!(out.contains("(RTT perfdata only for the first 100 of 150 VMs by name)"));
+        assert!(first.contains(" a.52:54:00:aa:bb:01.gw_rtt="), "{first}");
+        assert!(first.contains(" c.52:54:00:aa:bb:01.gw_rtt="), "{first}");
+        assert!(
+            first.contains(" bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb~"),
+            "{first}"
+        );
+        // A VM whose entries alone exceed the perfdata budget is left out,
+        // the VMs after it are not.
+        let mut big = vm("b", ServiceState::Ok, Some(1.0));
+        big.nics = (0..200)
+            .map(|i| {
+                let mut nic = big.nics[0].clone();
+                nic.mac = format!("52:54:00:aa:{:02x}:{:02x}", i / 256, i % 256);
+                nic
+            })
+            .collect();
+        let vms = vec![big, vm("c", ServiceState::Ok, Some(1.0))];
+        let out = render_nagios(&report(vms)).text;
+        let first = out.lines().next().expect("a line");
+        assert!(!first.contains(" b."), "{first}");
+        assert!(first.contains(" c.52:54:00:aa:bb:01.gw_rtt="), "{first}");
+        assert!(
+            out.contains("(RTT perfdata for 1 of 2 VMs: output limit"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn the_cap_is_configurable_and_can_be_lifted() {
+        let vms: Vec<VmReport> = (0..500)
+            .map(|i| vm(&format!("vm{i:03}"), ServiceState::Warning, Some(1.0)))
+            .collect();
+        let capped = render_nagios_capped(&report(vms.clone()), Some(20_000)).text;
+        assert!(capped.len() <= 20_000 && capped.len() > DEFAULT_MAX_OUTPUT);
+        let all = render_nagios_capped(&report(vms), None).text;
+        assert!(!all.contains("more VMs"), "cut without a cap");
+        assert!(!all.contains("(RTT perfdata for"));
+        assert_eq!(
+            all.lines().next().map(|l| l.matches(".gw_rtt=").count()),
+            Some(500)
+        );
     }
 
     #[test]
@@ -481,7 +570,7 @@ mod tests {
             .map(|i| vm(&format!("vm{i:03}"), ServiceState::Warning, None))
             .collect();
         let out = render_nagios(&report(vms)).text;
-        assert!(out.len() <= OUTPUT_MAX_BYTES, "{} bytes", out.len());
+        assert!(out.len() <= DEFAULT_MAX_OUTPUT, "{} bytes", out.len());
         assert!(out.contains(" more VMs ("), "{out}");
     }
 }

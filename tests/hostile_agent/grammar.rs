@@ -11,7 +11,7 @@ pub const STATES: [&str; 4] = ["OK", "WARNING", "CRITICAL", "UNKNOWN"];
 pub struct Nagios {
     pub state: String,
     pub summary: String,
-    /// (label, value, uom)
+    /// (label, value, uom); the value is NaN for `U` (unknown)
     pub perfdata: Vec<(String, f64, String)>,
     pub long_output: Vec<String>,
 }
@@ -43,7 +43,8 @@ fn is_threshold(text: &str) -> bool {
 }
 
 fn check_perf_entry(label: &str, rest: &str) -> Result<(String, f64, String), String> {
-    if label.is_empty() || label.contains(['=', '\'']) {
+    // vmnetprobe's labels have no blanks either (Icinga's guideline).
+    if label.is_empty() || label.contains(['=', '\'']) || label.contains(char::is_whitespace) {
         return Err(format!("bad perfdata label {label:?}"));
     }
     let parts: Vec<&str> = rest.split(';').collect();
@@ -51,6 +52,11 @@ fn check_perf_entry(label: &str, rest: &str) -> Result<(String, f64, String), St
         return Err(format!("too many ';' in perfdata {rest:?}"));
     }
     let value = parts[0];
+    // The plugin API's "unknown": a bare `U`, no unit.
+    let (value, unknown) = match value {
+        "U" => ("0", true),
+        _ => (value, false),
+    };
     let uom_at = value
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-'))
         .unwrap_or(value.len());
@@ -72,6 +78,7 @@ fn check_perf_entry(label: &str, rest: &str) -> Result<(String, f64, String), St
         }
     }
     let number: f64 = number.parse().map_err(|e| format!("{number}: {e}"))?;
+    let number = if unknown { f64::NAN } else { number };
     Ok((label.to_string(), number, uom.to_string()))
 }
 
@@ -348,15 +355,18 @@ mod self_tests {
 
     #[test]
     fn nagios_checker_accepts_good_and_refuses_bad() {
-        let good = "VMNETPROBE OK - fine | vms=1;;;0 'a b rtt'=0.41ms;100;~:500;0; duration=1.5ms;;;0;\n[OK] a\n";
+        let good = "VMNETPROBE OK - fine | vms=1;;;0 'a.rtt'=0.41ms;100;~:500;0; 'b.rtt'=U;100;500;0; duration=1.5ms;;;0;\n[OK] a\n";
         let n = check_nagios(good).unwrap();
-        assert_eq!(n.perfdata.len(), 3);
+        assert_eq!(n.perfdata.len(), 4);
+        assert!(n.perfdata[2].1.is_nan());
         for bad in [
             "VMNETPROBE OK - a | b | c=1\n",
             "VMNETPROBE FINE - x\n",
             "VMNETPROBE OK - x | 'a=b'=1\n",
             "VMNETPROBE OK - x | a b=1\n",
             "VMNETPROBE OK - x | a=1parsec\n",
+            "VMNETPROBE OK - x | 'a b'=1\n",
+            "VMNETPROBE OK - x | a=Ums\n",
             "VMNETPROBE OK - x\nlong | perf\n",
             "VMNETPROBE OK - x\r\n",
             "VMNETPROBE OK - x",
