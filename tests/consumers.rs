@@ -926,90 +926,43 @@ struct Line {
     timestamp: Option<i64>,
 }
 
-/// Reads one element up to an unescaped stop character; `\` + one of `escapes` is
-/// unescaped, any other backslash is kept (InfluxDB 1.x rules).
-fn lp_take(chars: &[char], i: &mut usize, stops: &[char], escapes: &[char]) -> String {
-    let mut out = String::new();
-    while *i < chars.len() {
-        let c = chars[*i];
-        if c == '\\' && *i + 1 < chars.len() && escapes.contains(&chars[*i + 1]) {
-            out.push(chars[*i + 1]);
-            *i += 2;
-            continue;
-        }
-        if stops.contains(&c) {
-            break;
-        }
-        out.push(c);
-        *i += 1;
-    }
-    out
-}
-
+/// One line as InfluxData's own parser (the `influxdb-line-protocol`
+/// crate) reads it; a line it refuses fails the test.
 fn parse_lp(line: &str) -> Line {
-    let chars: Vec<char> = line.chars().collect();
-    let mut i = 0;
-    let measurement = lp_take(&chars, &mut i, &[',', ' '], &[',', ' ']);
-    let mut tags = BTreeMap::new();
-    while i < chars.len() && chars[i] == ',' {
-        i += 1;
-        let k = lp_take(&chars, &mut i, &['='], &[',', '=', ' ']);
-        i += 1;
-        let v = lp_take(&chars, &mut i, &[',', ' '], &[',', '=', ' ']);
-        tags.insert(k, v);
-    }
-    assert_eq!(chars.get(i), Some(&' '), "no fields in {line:?}");
-    i += 1;
-    let mut fields = BTreeMap::new();
-    loop {
-        let k = lp_take(&chars, &mut i, &['='], &[',', '=', ' ']);
-        i += 1;
-        let v = if chars.get(i) == Some(&'"') {
-            i += 1;
-            let s = lp_take(&chars, &mut i, &['"'], &['"', '\\']);
-            assert_eq!(chars.get(i), Some(&'"'), "unterminated string in {line:?}");
-            i += 1;
-            Field::Str(s)
-        } else {
-            let raw = lp_take(&chars, &mut i, &[',', ' '], &[]);
-            if let Some(n) = raw.strip_suffix('i') {
-                Field::Int(
-                    n.parse()
-                        .unwrap_or_else(|_| panic!("bad int {raw:?} in {line:?}")),
-                )
-            } else if ["t", "T", "true", "True", "TRUE"].contains(&raw.as_str()) {
-                Field::Bool(true)
-            } else if ["f", "F", "false", "False", "FALSE"].contains(&raw.as_str()) {
-                Field::Bool(false)
-            } else {
-                Field::Float(
-                    raw.parse()
-                        .unwrap_or_else(|_| panic!("bad float {raw:?} in {line:?}")),
-                )
-            }
-        };
-        fields.insert(k, v);
-        if chars.get(i) == Some(&',') {
-            i += 1;
-            continue;
-        }
-        break;
-    }
-    let timestamp = if chars.get(i) == Some(&' ') {
-        let rest: String = chars[i + 1..].iter().collect();
-        Some(
-            rest.trim()
-                .parse()
-                .unwrap_or_else(|_| panic!("bad timestamp in {line:?}")),
-        )
-    } else {
-        None
-    };
+    use influxdb_line_protocol::FieldValue;
+    let mut parsed: Vec<_> = influxdb_line_protocol::parse_lines(line).collect();
+    assert_eq!(parsed.len(), 1, "one line expected: {line:?}");
+    let parsed = parsed
+        .remove(0)
+        .unwrap_or_else(|e| panic!("line protocol parser refused {line:?}: {e}"));
+    let tags = parsed
+        .series
+        .tag_set
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let fields = parsed
+        .field_set
+        .iter()
+        .map(|(k, v)| {
+            let field = match v {
+                FieldValue::I64(i) => Field::Int(*i),
+                FieldValue::U64(u) => {
+                    panic!("vmnetprobe writes no unsigned field: {u} in {line:?}")
+                }
+                FieldValue::F64(x) => Field::Float(*x),
+                FieldValue::Boolean(b) => Field::Bool(*b),
+                FieldValue::String(s) => Field::Str(s.to_string()),
+            };
+            (k.to_string(), field)
+        })
+        .collect();
     Line {
-        measurement,
+        measurement: parsed.series.measurement.to_string(),
         tags,
         fields,
-        timestamp,
+        timestamp: parsed.timestamp,
     }
 }
 

@@ -442,57 +442,99 @@ fn telegraf_lines_are_well_formed() {
     }
 }
 
-/// Measurement → (field names, tag keys) in line protocol `text`:
-/// escapes (`\ `, `\,`, `\=`) and quoted string fields respected.
-fn line_protocol_schema(
-    text: &str,
-) -> std::collections::BTreeMap<
+type Schema = std::collections::BTreeMap<
     String,
     (
         std::collections::BTreeSet<String>,
         std::collections::BTreeSet<String>,
     ),
-> {
-    // Splits at `sep` outside quotes and not escaped.
-    fn split(text: &str, sep: char) -> Vec<String> {
-        let (mut parts, mut cur, mut quoted, mut escaped) =
-            (Vec::new(), String::new(), false, false);
-        for c in text.chars() {
-            if escaped {
-                cur.push(c);
-                escaped = false;
-            } else if c == '\\' {
-                cur.push(c);
-                escaped = true;
-            } else if c == '"' {
-                cur.push(c);
-                quoted = !quoted;
-            } else if c == sep && !quoted {
-                parts.push(std::mem::take(&mut cur));
-            } else {
-                cur.push(c);
-            }
-        }
-        parts.push(cur);
-        parts
-    }
-    let key = |pair: &str| split(pair, '=')[0].replace('\\', "");
-    let mut schema = std::collections::BTreeMap::new();
-    for line in text.lines() {
-        let parts = split(line, ' ');
-        assert_eq!(parts.len(), 3, "measurement, fields, timestamp: {line}");
-        let series = split(&parts[0], ',');
-        let entry = schema
-            .entry(series[0].clone())
-            .or_insert_with(|| (Default::default(), Default::default()));
-        let (fields, tags): &mut (
-            std::collections::BTreeSet<String>,
-            std::collections::BTreeSet<String>,
-        ) = entry;
-        tags.extend(series[1..].iter().map(|t| key(t)));
-        fields.extend(split(&parts[1], ',').iter().map(|f| key(f)));
+>;
+
+/// Measurement → (field names, tag keys) in line protocol `text`, read by
+/// InfluxData's own parser (`influxdb-line-protocol`); a refused line fails.
+fn line_protocol_schema(text: &str) -> Schema {
+    let mut schema = Schema::new();
+    for parsed in influxdb_line_protocol::parse_lines(text) {
+        let line = parsed.unwrap_or_else(|e| panic!("line protocol parser refused: {e}\n{text}"));
+        let (fields, tags) = schema
+            .entry(line.series.measurement.to_string())
+            .or_default();
+        tags.extend(
+            line.series
+                .tag_set
+                .iter()
+                .flatten()
+                .map(|(k, _)| k.to_string()),
+        );
+        fields.extend(line.field_set.iter().map(|(k, _)| k.to_string()));
     }
     schema
+}
+
+#[test]
+fn telegraf_lines_read_back_as_written_by_influxdatas_parser() {
+    use influxdb_line_protocol::FieldValue;
+    let mut report = fixture();
+    // A 100 KB VM name must not make a 100 KB line (Telegraf refuses lines
+    // over 64 KiB), and two such names must stay two series.
+    let mut long_a = report.vms[0].clone();
+    long_a.name = format!("{}a", "x".repeat(100_000));
+    let mut long_b = long_a.clone();
+    long_b.name = format!("{}b", "x".repeat(100_000));
+    report.vms.extend([long_a, long_b]);
+    let text = render_telegraf(&report).text;
+    let lines: Vec<_> = influxdb_line_protocol::parse_lines(&text)
+        .map(|l| l.unwrap_or_else(|e| panic!("refused: {e}\n{text}")))
+        .collect();
+    assert_eq!(lines.len(), text.lines().count());
+    for raw in text.lines() {
+        assert!(raw.len() < 1024, "{} bytes: {raw:.200}", raw.len());
+    }
+    let vm_tags: Vec<String> = lines
+        .iter()
+        .filter(|l| l.series.measurement.as_str() == "vmnetprobe_vm")
+        .map(|l| l.tag_value("vm").map(|v| v.to_string()).unwrap_or_default())
+        .collect();
+    assert!(
+        vm_tags.contains(&r#"web 01, "x"=ü"#.to_string()),
+        "{vm_tags:?}"
+    );
+    let unique: std::collections::BTreeSet<&String> = vm_tags.iter().collect();
+    assert_eq!(unique.len(), vm_tags.len(), "{vm_tags:?}");
+    // Types as written: integers, floats, booleans and strings.
+    let web01 = lines
+        .iter()
+        .find(|l| l.tag_value("vm").map(|v| v.as_str()) == Some("web01"))
+        .expect("web01 line");
+    assert_eq!(web01.field_value("state_code"), Some(&FieldValue::I64(2)));
+    assert_eq!(
+        web01.field_value("agent_up"),
+        Some(&FieldValue::Boolean(true))
+    );
+    assert_eq!(
+        web01.field_value("duration_ms"),
+        Some(&FieldValue::F64(1012.0))
+    );
+    assert!(
+        matches!(web01.field_value("os"), Some(FieldValue::String(s)) if s.as_str() == "linux")
+    );
+    assert_eq!(web01.timestamp, Some(TIMESTAMP_NS as i64));
+    // Tags are host-side facts only: the guest's OS and interface name are fields.
+    for line in &lines {
+        for key in ["os", "nic"] {
+            assert!(line.tag_value(key).is_none(), "{key} is a tag: {line:?}");
+        }
+    }
+    let win_nic = lines
+        .iter()
+        .find(|l| {
+            l.series.measurement.as_str() == "vmnetprobe_nic"
+                && l.tag_value("vm").map(|v| v.as_str()) == Some("win01")
+        })
+        .expect("win01 NIC line");
+    assert!(
+        matches!(win_nic.field_value("nic"), Some(FieldValue::String(s)) if s.as_str() == "Ethernet 2")
+    );
 }
 
 /// Every identifier an InfluxQL query names: `FROM "m"` is the measurement,
@@ -533,8 +575,17 @@ fn grafana_queries_name_real_measurements_and_fields() {
     let mut text = render_telegraf(&report).text;
     report.age_ms = Some(1500.0);
     text.push_str(&render_telegraf(&report).text);
-    let schema = line_protocol_schema(&text);
+    let mut schema = line_protocol_schema(&text);
     assert!(schema.contains_key("vmnetprobe_nic"), "{schema:?}");
+    // Telegraf adds its global `host` tag to every metric (unless
+    // `omit_hostname`): the dashboard's hypervisor variable.
+    for (_, tags) in schema.values_mut() {
+        assert!(
+            !tags.contains("host"),
+            "vmnetprobe must not write `host` itself"
+        );
+        tags.insert("host".to_string());
+    }
 
     let path =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/grafana/vmnetprobe-dashboard.json");
@@ -581,4 +632,12 @@ fn grafana_queries_name_real_measurements_and_fields() {
         );
     }
     assert!(queries.len() >= 10);
+    // Every query keeps to the chosen hypervisors: "VMs by state" of two
+    // hosts must not add up.
+    for query in &queries {
+        assert!(
+            query.contains(r#""host" =~ /^$host$/"#) || query.ends_with(r#"WITH KEY = "host""#),
+            "no host filter: {query}"
+        );
+    }
 }

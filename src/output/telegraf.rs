@@ -3,7 +3,7 @@
 //! values made storable by InfluxDB 1.x, stable field types, one timestamp
 //! (the start of the run) on every line.
 
-use super::{one_line, reachable, truncate_chars, Rendered};
+use super::{cut_unique, one_line, reachable, truncate_chars, Rendered};
 use crate::report::{
     AgentReport, NicReport, Report, StateCounts, TargetReport, Thresholds, VmReport,
 };
@@ -14,6 +14,10 @@ use std::collections::BTreeMap;
 /// String fields longer than this are cut (InfluxDB caps string fields at
 /// 64 KB and Telegraf execd lines at 64 KiB; a reason is one short line).
 const STRING_FIELD_MAX_CHARS: usize = 1024;
+/// Tag values longer than this are cut and made unique with a hash
+/// (Telegraf's parser refuses lines over 64 KiB; a tag is part of every
+/// line of its series).
+const TAG_MAX_CHARS: usize = 256;
 
 pub fn render_telegraf(report: &Report) -> Rendered {
     let Report {
@@ -88,7 +92,6 @@ fn vm_points(vm: &VmReport) -> Vec<Point> {
     let mut points = vec![Point::new("vmnetprobe_vm")
         .tag("vm", name)
         .tag("uuid", uuid.as_deref().unwrap_or(""))
-        .tag("os", os.as_str())
         .int("state_code", state.code())
         .string("state", state.as_str())
         .string("code", code.as_str())
@@ -100,7 +103,10 @@ fn vm_points(vm: &VmReport) -> Vec<Point> {
         )
         .float("duration_ms", Some(*duration_ms))
         .int("agent_commands", *agent_commands)
-        .int("agent_execs", *agent_execs)];
+        .int("agent_execs", *agent_execs)
+        // A field, not a tag: it reads "unknown" while the agent is down,
+        // and a tag would split the VM's series each time.
+        .string("os", os.as_str())];
     let mut sorted: Vec<&NicReport> = nics.iter().collect();
     sorted.sort_by(|a, b| a.mac.cmp(&b.mac));
     for nic in sorted {
@@ -119,7 +125,6 @@ fn vm_points(vm: &VmReport) -> Vec<Point> {
         let mut point = Point::new("vmnetprobe_nic")
             .tag("vm", name)
             .tag("mac", mac)
-            .tag("nic", nic_name.as_deref().unwrap_or(""))
             .tag("type", kind.as_str())
             .tag("network", network.as_deref().unwrap_or(""))
             .int("state_code", verdict.state.code())
@@ -127,6 +132,11 @@ fn vm_points(vm: &VmReport) -> Vec<Point> {
             .float("rtt_ms", *rtt_ms);
         if let Some(gateway) = gateway {
             point = point.string("gateway", &gateway.to_string());
+        }
+        // The interface name comes from the guest (the tap device while the
+        // agent is down): a field, so the series keeps to the MAC.
+        if let Some(nic_name) = nic_name {
+            point = point.string("nic", nic_name);
         }
         points.push(
             point
@@ -180,7 +190,7 @@ impl Point {
 
     /// A tag, omitted when nothing storable is left of the value.
     fn tag(mut self, key: &'static str, value: &str) -> Self {
-        let value = tag_value(value);
+        let value = cut_unique(&tag_value(value), TAG_MAX_CHARS);
         if !value.is_empty() {
             self.tags.insert(key, value);
         }
@@ -350,6 +360,23 @@ mod tests {
         assert_eq!(tag_value("C:\\Windows"), "C:\\Windows");
         assert_eq!(tag_value("\\"), "");
         assert_eq!(tag_value(" \n "), "");
+    }
+
+    #[test]
+    fn long_tag_values_are_cut_and_stay_apart() {
+        let line = |name: &str| {
+            let mut out = String::new();
+            Point::new("m")
+                .tag("vm", name)
+                .int("f", 1)
+                .write(5, &mut out);
+            out
+        };
+        let a = line(&format!("{} a", "x".repeat(100_000)));
+        let b = line(&format!("{} b", "x".repeat(100_000)));
+        assert!(a.len() < 300, "{} bytes", a.len());
+        assert_ne!(a, b);
+        assert!(a.starts_with("m,vm=xxx") && a.contains('~'), "{a}");
     }
 
     #[test]
