@@ -58,10 +58,43 @@ fn read_lifecycle(domain: &Domain) -> Option<Lifecycle> {
 /// An outgoing migration job is active on the domain (libvirt ≥ 3.3 says
 /// which operation a job is; older ones never count as migrating).
 fn migrating_out(domain: &Domain) -> bool {
-    domain.job_stats(0).is_ok_and(|job| {
-        job.r#type != sys::VIR_DOMAIN_JOB_NONE as i32
-            && job.operation == Some(sys::VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT as i32)
-    })
+    job_operation(domain) == Some(sys::VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT as i32)
+}
+
+/// The operation of the domain's active job, if any, from
+/// `virDomainGetJobStats`, read with libvirt's own accessors. Not through
+/// virt 0.5's `job_stats()`: it builds a Vec from libvirt's parameter array
+/// without a null check (with no job the process aborted, seen in the lab)
+/// and would free libvirt's memory with Rust's allocator.
+fn job_operation(domain: &Domain) -> Option<i32> {
+    use std::os::raw::c_int;
+    let mut kind: c_int = 0;
+    let mut params: sys::virTypedParameterPtr = std::ptr::null_mut();
+    let mut nparams: c_int = 0;
+    // SAFETY: the domain pointer is valid while `domain` lives; libvirt
+    // either leaves `params` null or allocates `nparams` entries, which
+    // virTypedParamsFree releases (it accepts null).
+    let ret = unsafe {
+        sys::virDomainGetJobStats(domain.as_ptr(), &mut kind, &mut params, &mut nparams, 0)
+    };
+    if ret < 0 {
+        return None;
+    }
+    let mut operation: c_int = 0;
+    let found = !params.is_null()
+        // SAFETY: `params`/`nparams` as libvirt returned them; the name is a
+        // NUL-terminated constant; `operation` outlives the call.
+        && unsafe {
+            sys::virTypedParamsGetInt(
+                params,
+                nparams,
+                sys::VIR_DOMAIN_JOB_OPERATION.as_ptr(),
+                &mut operation,
+            )
+        } == 1;
+    // SAFETY: freed once, as allocated by libvirt above.
+    unsafe { sys::virTypedParamsFree(params, nparams) };
+    (kind != sys::VIR_DOMAIN_JOB_NONE as c_int && found).then_some(operation)
 }
 
 /// Maps libvirt's state and reason to a [`Lifecycle`].
