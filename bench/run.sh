@@ -1,18 +1,20 @@
 #!/bin/bash
 # vmnetprobe benchmark against real qemu-ga agents (issue 5). Run by hand, as root:
 #     bash bench/run.sh
-# Starts MAX(SIZES) real qemu-ga on unix sockets inside ONE network namespace
-# created here (guest eth0 192.0.2.10/24 -- veth -- gw0 192.0.2.1/24, both ends
-# in the namespace; default route via 192.0.2.1; "external" 198.51.100.1 on the
-# namespace's lo). Nothing is pinged outside that namespace. Then times
-# `vmnetprobe zabbix --socket-glob` for every size, the shell+socat baseline,
-# and the floor (one bare guest-exec + guest-exec-status of the same ping).
-# Agents and the namespace are removed on exit (by PID / name), also on ^C.
+# Starts MAX(SIZES) real qemu-ga on unix sockets inside ONE guest network
+# namespace created here (eth0 192.0.2.10/24 -- veth -- gw0 192.0.2.1/24 in a
+# router namespace, also created here; default route via 192.0.2.1; "external"
+# 198.51.100.1 on the router's lo). Nothing is pinged outside these namespaces.
+# Then times `vmnetprobe zabbix --socket-glob` for every size, `vmnetprobe
+# serve` scrapes, the shell+socat baseline, and the floor (one bare guest-exec
+# + guest-exec-status of the same ping).
+# Agents and the namespaces are removed on exit (by PID / name), also on ^C.
 #
 # Environment knobs (defaults in brackets):
 #   SIZES [1 10 50 200]      agents per run          RUNS [10]  timed runs per size
 #   BASE_SIZES [1 10 50]     sizes for the baseline  BASE_RUNS [3]
 #   JOBS_SWEEP [4 8 16 32 64 200]  -j values tried at the largest size ("" = skip)
+#   SERVE_SIZES [1 200]      sizes for `vmnetprobe serve` scrapes ("" = skip)
 #   BIN [target/release/vmnetprobe, built here]      OUT [/tmp/vmnetprobe-bench]
 #   EXTRA_ARGS []            more vmnetprobe arguments (e.g. "-j 64")
 #   BIN_BEFORE []            a second build (e.g. before a change): A/B against BIN,
@@ -25,6 +27,7 @@ RUNS=${RUNS:-10}
 BASE_SIZES=${BASE_SIZES:-"1 10 50"}
 BASE_RUNS=${BASE_RUNS:-3}
 JOBS_SWEEP=${JOBS_SWEEP-"4 8 16 32 64 200"}
+SERVE_SIZES=${SERVE_SIZES-"1 200"}
 OUT=${OUT:-/tmp/vmnetprobe-bench}
 EXTRA_ARGS=${EXTRA_ARGS:-}
 QEMU_GA=/usr/sbin/qemu-ga
@@ -42,7 +45,7 @@ if [ -z "${BIN:-}" ]; then
 fi
 [ -x "$BIN" ] || die "no binary $BIN"
 MAX=0
-for n in $SIZES $BASE_SIZES; do [ "$n" -gt "$MAX" ] && MAX=$n; done
+for n in $SIZES $BASE_SIZES $SERVE_SIZES; do [ "$n" -gt "$MAX" ] && MAX=$n; done
 
 NS=vmnp-bench-$$
 W=$(mktemp -d /tmp/vmnp-bench.XXXXXX)
@@ -61,22 +64,25 @@ cleanup() {
         kill -KILL "${PIDS[@]}" 2>/dev/null
         wait "${PIDS[@]}" 2>/dev/null
     fi
-    [ -n "$NS_MADE" ] && ip netns del "$NS" 2>/dev/null
+    [ -n "$NS_MADE" ] && ip netns del "$NS" 2>/dev/null && ip netns del "$NS-r" 2>/dev/null
     rm -rf "$W"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 mkdir -p "$OUT" "$W/agents" "$W/state"
 
-# --- network: one namespace, one "guest" NIC with a MAC -------------------
+# --- network: the guests' namespace, one "guest" NIC with a MAC, and a ----
+# router namespace behind it (the gateway must not be the guest's own address)
 ip netns add "$NS"; NS_MADE=1
+ip netns add "$NS-r"
 ip -n "$NS" link set lo up
-ip -n "$NS" link add eth0 type veth peer name gw0
+ip -n "$NS" link add eth0 type veth peer name gw0 netns "$NS-r"
 ip -n "$NS" addr add 192.0.2.10/24 dev eth0
-ip -n "$NS" addr add "$GATEWAY/24" dev gw0
-ip -n "$NS" addr add "$EXTERNAL/32" dev lo
+ip -n "$NS-r" link set lo up
+ip -n "$NS-r" addr add "$GATEWAY/24" dev gw0
+ip -n "$NS-r" addr add "$EXTERNAL/32" dev lo
 ip -n "$NS" link set eth0 up
-ip -n "$NS" link set gw0 up
+ip -n "$NS-r" link set gw0 up
 ip -n "$NS" route add default via "$GATEWAY" dev eth0
 
 # --- agents --------------------------------------------------------------
@@ -97,7 +103,7 @@ for i in $(seq -f %03g 1 "$MAX"); do
     done
 done
 # Per size, a directory holding the first N sockets (symlinks).
-for n in $SIZES $BASE_SIZES; do
+for n in $SIZES $BASE_SIZES $SERVE_SIZES; do
     d=$W/set$n
     [ -d "$d" ] && continue
     mkdir "$d"
@@ -171,6 +177,22 @@ if [ -n "${BIN_BEFORE:-}" ]; then
     done
 fi
 
+# --- 4c. vmnetprobe serve: scrape latency and memory ------------------------
+# Probing every scrape (--no-state), and sharing under --min-interval (serve's
+# default 30 s: the first scrape probes, the others read the shared result).
+: >"$OUT/serve.txt"
+for n in $SERVE_SIZES; do
+    for mode in probe shared; do
+        port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        if [ "$mode" = probe ]; then state=(--no-state); else state=(--state-dir "$W/serve-state-$n"); fi
+        # shellcheck disable=SC2086
+        m=$(python3 "$BENCH/scrape.py" --port "$port" --vms "$n" --runs "$RUNS" -- "$BIN" serve \
+            --listen "127.0.0.1:$port" --socket-glob "$W/set$n/*.sock" --external "$EXTERNAL" \
+            "${state[@]}" $EXTRA_ARGS)
+        echo "serve N=$n $mode: $m" | tee -a "$OUT/serve.txt"
+    done
+done
+
 # --- 5. shell + socat baseline -------------------------------------------
 for n in $BASE_SIZES; do
     m=$(python3 "$BENCH/measure.py" --runs "$BASE_RUNS" --warmup 0 --agents "$W/agents.pids" \
@@ -208,5 +230,6 @@ done
     echo "vmnetprobe per VM at N=1 (its duration_ms: min $(head -n1 "$W/vm1.txt"), median $vm_ms ms of 20)" \
         "-> overhead above one exec round trip $(awk -v a="$vm_ms" -v b="$floor_ms" 'BEGIN{printf "%.2f", a-b}') ms," \
         "above the work floor (2 exec phases + 4 commands = $work ms) $(awk -v a="$vm_ms" -v b="$work" 'BEGIN{printf "%.2f", a-b}') ms"
+    [ -s "$OUT/serve.txt" ] && { echo; echo "vmnetprobe serve, $RUNS scrapes in a row (ms from connect to last byte; RSS after them):"; sed 's/^/    /' "$OUT/serve.txt"; }
     echo "process start (--version): wall $(jq -r .wall_ms <<<"$START") ms, CPU $(jq -r .cpu_ms <<<"$START") ms, RSS $(jq -r .maxrss_kib <<<"$START") KiB"
 } | tee "$OUT/results.md"

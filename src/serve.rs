@@ -39,7 +39,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once; the next ones get 503 at once.
 pub const MAX_CONNECTIONS: usize = 64;
-/// How often the accept loop looks for a stop signal.
+/// How often an idle accept loop looks for a stop signal.
 const POLL: Duration = Duration::from_millis(100);
 
 const METRICS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -135,10 +135,13 @@ pub fn run(listener: TcpListener, config: Config, stop: &AtomicBool) {
         rejected: AtomicU64::new(0),
     });
     while !stop.load(Ordering::SeqCst) {
+        if !readable(&listener, POLL) {
+            continue;
+        }
         match listener.accept() {
             Ok((stream, _)) => accept(stream, &shared),
-            // Idle, or out of file descriptors and the like: wait, and
-            // go on serving.
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            // Out of file descriptors and the like: wait, and go on serving.
             Err(_) => std::thread::sleep(POLL),
         }
     }
@@ -147,6 +150,21 @@ pub fn run(listener: TcpListener, config: Config, stop: &AtomicBool) {
     while shared.active.load(Ordering::SeqCst) > 0 && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Waits at most `wait` for a connection to accept: the loop answers at
+/// once and still sees a stop signal within `wait` when idle.
+fn readable(listener: &TcpListener, wait: Duration) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut fd = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let millis = libc::c_int::try_from(wait.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one valid pollfd for the duration of the call.
+    let ready = unsafe { libc::poll(&mut fd, 1, millis) };
+    ready > 0
 }
 
 fn accept(stream: TcpStream, shared: &Arc<Shared>) {

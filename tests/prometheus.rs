@@ -24,8 +24,7 @@ use std::net::TcpStream;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const PROM_TOOLS: &[&str] = &["prometheus", "promtool", "prometheus-node-exporter", "curl"];
@@ -489,45 +488,69 @@ fn shipped_systemd_units_verify() {
 // ---------------------------------------------------------------------------------
 // The HTTP server's bounds, with an agent that never answers.
 
+/// (accepted, closed) per connection, since the agent started.
+type Spans = Arc<Mutex<Vec<(Duration, Option<Duration>)>>>;
+
 /// A unix socket that accepts guest-agent connections and never answers,
-/// counting how many are open at once (= probes running at once).
+/// recording when each was opened and closed (one per probe).
 struct SilentAgent {
     path: PathBuf,
-    open: Arc<AtomicUsize>,
-    most: Arc<AtomicUsize>,
-    total: Arc<AtomicUsize>,
+    spans: Spans,
 }
 
 impl SilentAgent {
     fn start(path: PathBuf) -> SilentAgent {
         let listener = UnixListener::bind(&path).expect("bind agent socket");
-        let (open, most, total) = Default::default();
-        let agent = SilentAgent {
-            path,
-            open,
-            most,
-            total,
-        };
-        let (open, most, total) = (
-            Arc::clone(&agent.open),
-            Arc::clone(&agent.most),
-            Arc::clone(&agent.total),
-        );
+        let spans: Spans = Arc::default();
+        let recorded = Arc::clone(&spans);
+        let t0 = Instant::now();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { return };
-                total.fetch_add(1, Ordering::SeqCst);
-                let now = open.fetch_add(1, Ordering::SeqCst) + 1;
-                most.fetch_max(now, Ordering::SeqCst);
-                let open = Arc::clone(&open);
+                let index = {
+                    let mut spans = recorded.lock().expect("spans");
+                    spans.push((t0.elapsed(), None));
+                    spans.len() - 1
+                };
+                let recorded = Arc::clone(&recorded);
                 std::thread::spawn(move || {
                     let mut sink = [0u8; 1024];
                     while matches!(conn.read(&mut sink), Ok(n) if n > 0) {}
-                    open.fetch_sub(1, Ordering::SeqCst);
+                    recorded.lock().expect("spans")[index].1 = Some(t0.elapsed());
                 });
             }
         });
-        agent
+        SilentAgent { path, spans }
+    }
+
+    /// Connections so far (probes started).
+    fn total(&self) -> usize {
+        self.spans.lock().expect("spans").len()
+    }
+
+    /// The longest time two connections were open together. Probes one
+    /// after the other overlap by no more than the closing one's EOF takes
+    /// to be seen here; concurrent ones by most of the 1.5 s timeout.
+    fn most_overlap(&self) -> Duration {
+        let spans = self.spans.lock().expect("spans").clone();
+        let mut most = Duration::ZERO;
+        for (i, (a_open, a_close)) in spans.iter().enumerate() {
+            for (b_open, b_close) in &spans[i + 1..] {
+                let a_close = a_close.unwrap_or(Duration::MAX);
+                let b_close = b_close.unwrap_or(Duration::MAX);
+                let overlap = a_close.min(b_close).saturating_sub(*a_open.max(b_open));
+                most = most.max(overlap);
+            }
+        }
+        most
+    }
+
+    fn assert_no_overlap(&self) {
+        let most = self.most_overlap();
+        assert!(
+            most < Duration::from_millis(500),
+            "probes overlapped by {most:?}"
+        );
     }
 }
 
@@ -590,7 +613,9 @@ fn bad_requests_are_refused_without_disturbing_a_scrape() {
     let agent = SilentAgent::start(s.path("agent.sock"));
     let (mut serve, port) = serve_silent(&s, &agent, &["--no-state"]);
     let scrape = std::thread::spawn(move || get(port, "/metrics"));
-    std::thread::sleep(Duration::from_millis(200));
+    wait_for("the scrape's probe", Duration::from_secs(10), || {
+        (agent.total() > 0).then_some(())
+    });
 
     // While that scrape waits on the agent, everything else is answered at once.
     let (code, reply, took) = get(port, "/nope");
@@ -678,7 +703,7 @@ fn bad_requests_are_refused_without_disturbing_a_scrape() {
         .and_then(|v| v.parse().ok())
         .expect("rejected counter");
     assert!(rejected >= 5 + 5, "{rejected}");
-    assert_eq!(agent.most.load(Ordering::SeqCst), 1, "probes overlapped");
+    agent.assert_no_overlap();
     serve.assert_running();
 }
 
@@ -705,13 +730,13 @@ fn concurrent_scrapes_share_one_probe() {
         }
     }
     assert_eq!(fresh, 1, "one scrape probed, the others shared its result");
-    assert_eq!(agent.most.load(Ordering::SeqCst), 1);
-    let per_probe = agent.total.load(Ordering::SeqCst);
+    agent.assert_no_overlap();
+    let per_probe = agent.total();
     // Within the default --min-interval (30 s) for serve: still shared.
     let (code, reply, took) = get(port, "/metrics");
     assert_eq!(code, 200, "{reply}");
     assert!(took < Duration::from_secs(1), "{took:?}");
-    assert_eq!(agent.total.load(Ordering::SeqCst), per_probe);
+    assert_eq!(agent.total(), per_probe);
     serve.assert_running();
 
     // Nothing shared (--no-state): concurrent scrapes each probe, one
@@ -725,8 +750,8 @@ fn concurrent_scrapes_share_one_probe() {
     for scrape in scrapes {
         assert_eq!(scrape.join().expect("scrape").0, 200);
     }
-    assert_eq!(agent.most.load(Ordering::SeqCst), 1, "probes overlapped");
-    assert_eq!(agent.total.load(Ordering::SeqCst), 3 * per_probe);
+    agent.assert_no_overlap();
+    assert_eq!(agent.total(), 3 * per_probe);
     assert!(
         t.elapsed() >= Duration::from_millis(3 * 1400),
         "{:?}",
@@ -741,7 +766,9 @@ fn sigterm_lets_a_running_scrape_finish_and_exits_0() {
     let agent = SilentAgent::start(s.path("agent.sock"));
     let (mut serve, port) = serve_silent(&s, &agent, &["--no-state"]);
     let scrape = std::thread::spawn(move || get(port, "/metrics"));
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for("the scrape's probe", Duration::from_secs(10), || {
+        (agent.total() > 0).then_some(())
+    });
     let t = Instant::now();
     run_ok(Command::new("kill").arg(serve.child.id().to_string()));
     let (code, reply, _) = scrape.join().expect("scrape");
@@ -765,7 +792,9 @@ fn a_second_sigterm_exits_at_once() {
     let agent = SilentAgent::start(s.path("agent.sock"));
     let (mut serve, port) = serve_silent(&s, &agent, &["--no-state"]);
     let scrape = std::thread::spawn(move || get(port, "/metrics"));
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for("the scrape's probe", Duration::from_secs(10), || {
+        (agent.total() > 0).then_some(())
+    });
     let pid = serve.child.id().to_string();
     let t = Instant::now();
     run_ok(Command::new("kill").arg(&pid));
