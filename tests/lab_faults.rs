@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 mod lab_support;
 
-use lab_support::{lab, lab_script, parse_line, read_manifest, s, LabGuard, Line};
+use lab_support::{lab, parse_line, probe_args, read_manifest, require_lab, s, LabGuard, Line};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vmnetprobe");
 
@@ -98,28 +98,7 @@ impl Lab {
     }
 
     fn args(&self, timeout: &str, ping_timeout: &str) -> Vec<String> {
-        [
-            "--connect",
-            "qemu:///system",
-            "--external",
-            &self.internet,
-            "--external-network",
-            &self.ext_net,
-            "--no-state",
-            "--grace",
-            "0",
-            "--timeout",
-            timeout,
-            "--ping-timeout",
-            ping_timeout,
-            "-w",
-            "2000",
-            "-c",
-            "5000",
-        ]
-        .iter()
-        .map(|x| x.to_string())
-        .collect()
+        probe_args(&self.internet, &self.ext_net, timeout, ping_timeout)
     }
 }
 
@@ -669,17 +648,9 @@ fn libvirtd_restart_under_execd(lab: &Lab) {
 
 #[test]
 fn lab_libvirt_faults() {
-    if std::env::var("VMNETPROBE_LAB").as_deref() != Ok("1") {
-        println!("skipped: set VMNETPROBE_LAB=1 to run the libvirt fault test (root, Debian 12; see tests/lab/README.md)");
+    if !require_lab("libvirt fault test") {
         return;
     }
-    let uid = Command::new("id").arg("-u").output().expect("id -u");
-    assert_eq!(
-        String::from_utf8_lossy(&uid.stdout).trim(),
-        "0",
-        "VMNETPROBE_LAB=1 needs root"
-    );
-    assert!(lab_script().is_file(), "{} missing", lab_script().display());
 
     let t0 = Instant::now();
     let _guard = LabGuard(TAG);

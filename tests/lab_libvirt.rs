@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 mod lab_support;
 
-use lab_support::{lab, lab_script, parse_line, read_manifest, s, LabGuard, Line};
+use lab_support::{lab, parse_line, probe_args, read_manifest, require_lab, s, LabGuard, Line};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vmnetprobe");
 
@@ -89,32 +89,8 @@ struct Run {
 
 impl Lab {
     fn target_args(&self) -> Vec<String> {
-        [
-            "--connect",
-            "qemu:///system",
-            "--external",
-            &self.internet,
-            "--external-network",
-            &self.ext_net,
-            // deterministic: no facts, debounce or shared results between runs,
-            // no "booting" grace for the guest without an agent
-            "--no-state",
-            "--grace",
-            "0",
-            // TCG guests on 2 shared cores: generous deadlines, and RTT thresholds far above
-            // what an emulated guest needs, so only reachability decides the state
-            "--timeout",
-            "60s",
-            "--ping-timeout",
-            "2s",
-            "-w",
-            "2000",
-            "-c",
-            "5000",
-        ]
-        .iter()
-        .map(|x| x.to_string())
-        .collect()
+        // TCG guests on 2 shared cores: generous deadlines
+        probe_args(&self.internet, &self.ext_net, "60s", "2s")
     }
 
     fn run(&self, mode: &[&str], extra: &[&str]) -> Run {
@@ -786,18 +762,10 @@ fn check_zabbix(lab: &Lab, status: &Value, phase: Phase) {
 
 #[test]
 fn lab_libvirt_end_to_end() {
-    if std::env::var("VMNETPROBE_LAB").as_deref() != Ok("1") {
-        println!("skipped: set VMNETPROBE_LAB=1 to run the libvirt lab test (root, Debian 12; see tests/lab/README.md)");
+    // From here on, every missing prerequisite is a failure.
+    if !require_lab("libvirt lab test") {
         return;
     }
-    // From here on, every missing prerequisite is a failure.
-    let uid = Command::new("id").arg("-u").output().expect("id -u");
-    assert_eq!(
-        String::from_utf8_lossy(&uid.stdout).trim(),
-        "0",
-        "VMNETPROBE_LAB=1 needs root"
-    );
-    assert!(lab_script().is_file(), "{} missing", lab_script().display());
 
     let t0 = Instant::now();
     let _guard = LabGuard(TAG);

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 mod lab_support;
 
-use lab_support::{lab, lab_script, read_manifest, s, LabGuard};
+use lab_support::{lab, probe_args, read_manifest, require_lab, s, LabGuard};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vmnetprobe");
 const TAG: &str = "lab_lifecycle";
@@ -85,27 +85,9 @@ impl Lab {
 
     /// `status --json` (or another mode) over the whole host, plus `extra`.
     fn run(&self, mode: &[&str], extra: &[&str]) -> (i32, String) {
-        let mut args: Vec<&str> = mode.to_vec();
-        args.extend_from_slice(&[
-            "--connect",
-            URI,
-            "--external",
-            &self.internet,
-            "--external-network",
-            &self.ext_net,
-            "--no-state",
-            "--grace",
-            "0",
-            "--timeout",
-            "60s",
-            "--ping-timeout",
-            "2s",
-            "-w",
-            "2000",
-            "-c",
-            "5000",
-        ]);
-        args.extend_from_slice(extra);
+        let mut args: Vec<String> = mode.iter().map(|m| m.to_string()).collect();
+        args.extend(probe_args(&self.internet, &self.ext_net, "60s", "2s"));
+        args.extend(extra.iter().map(|x| x.to_string()));
         let t = Instant::now();
         let out = Command::new("timeout")
             .arg("90")
@@ -141,6 +123,21 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// A host-wide `status --json` in which `name` has `state` and `code`;
+    /// the document, the VM's reason and the codes of its checks.
+    fn expect(&self, name: &str, state: &str, code: &str) -> (Value, String, Vec<String>) {
+        let doc = self.status();
+        let (got_state, got_code, reason, checks) = verdict(&doc, name);
+        assert_eq!(
+            (got_state.as_str(), got_code.as_str()),
+            (state, code),
+            "{name}: {doc:#}"
+        );
+        (doc, reason, checks)
+    }
+}
+
 fn vm<'a>(doc: &'a Value, name: &str) -> &'a Value {
     doc["vms"]
         .as_array()
@@ -170,13 +167,7 @@ fn paused_and_resumed(lab: &Lab, undo: &mut Undo) {
     let reason = virsh_ok(&["domstate", "--reason", &name]);
     assert!(reason.contains("paused (user)"), "{reason}");
 
-    let doc = lab.status();
-    let (state, code, why, checks) = verdict(&doc, &name);
-    assert_eq!(
-        (state.as_str(), code.as_str()),
-        ("WARNING", "paused"),
-        "{doc:#}"
-    );
+    let (doc, why, checks) = lab.expect(&name, "WARNING", "paused");
     assert_eq!(why, "VM paused by the user");
     assert!(checks.iter().all(|c| c == "paused"), "{checks:?}");
     assert_eq!(
@@ -190,9 +181,7 @@ fn paused_and_resumed(lab: &Lab, undo: &mut Undo) {
     assert!(text.contains("VM paused by the user"), "{text}");
 
     virsh_ok(&["resume", &name]);
-    let doc = lab.status();
-    let (state, code, _, _) = verdict(&doc, &name);
-    assert_eq!((state.as_str(), code.as_str()), ("OK", "ok"), "{doc:#}");
+    lab.expect(&name, "OK", "ok");
 }
 
 fn frozen_and_thawed(lab: &Lab, undo: &mut Undo) {
@@ -202,13 +191,7 @@ fn frozen_and_thawed(lab: &Lab, undo: &mut Undo) {
         undo.0.push(vec!["domfsthaw".into(), name.clone()]);
         let frozen = virsh_ok(&["domfsfreeze", &name]);
         log(format!("{name}: {}", frozen.trim()));
-        let doc = lab.status();
-        let (state, code, why, checks) = verdict(&doc, &name);
-        assert_eq!(
-            (state.as_str(), code.as_str()),
-            ("WARNING", "frozen"),
-            "{slug}: {doc:#}"
-        );
+        let (doc, why, checks) = lab.expect(&name, "WARNING", "frozen");
         assert!(why.contains("frozen"), "{why}");
         assert!(checks.iter().all(|c| c == "frozen"), "{checks:?}");
         assert!(
@@ -216,13 +199,7 @@ fn frozen_and_thawed(lab: &Lab, undo: &mut Undo) {
             "the agent answered"
         );
         virsh_ok(&["domfsthaw", &name]);
-        let doc = lab.status();
-        let (state, code, _, _) = verdict(&doc, &name);
-        assert_eq!(
-            (state.as_str(), code.as_str()),
-            ("OK", "ok"),
-            "{slug} thawed: {doc:#}"
-        );
+        lab.expect(&name, "OK", "ok");
     }
 }
 
@@ -259,13 +236,7 @@ fn settings_from_metadata(lab: &Lab, undo: &mut Undo) {
     // Maintenance: OK whatever happens, even with the external path cut.
     set("<probe><maintenance>kernel update, CHG-42</maintenance></probe>");
     assert!(lab_ok(&["cut"]));
-    let doc = lab.status();
-    let (state, code, why, checks) = verdict(&doc, &name);
-    assert_eq!(
-        (state.as_str(), code.as_str()),
-        ("OK", "maintenance"),
-        "{doc:#}"
-    );
+    let (doc, why, checks) = lab.expect(&name, "OK", "maintenance");
     assert_eq!(
         why,
         "in maintenance (libvirt metadata): kernel update, CHG-42"
@@ -278,13 +249,7 @@ fn settings_from_metadata(lab: &Lab, undo: &mut Undo) {
 
     // An address with extra text never becomes a ping argument.
     set("<probe><external>198.51.100.1 -f</external></probe>");
-    let doc = lab.status();
-    let (state, code, why, _) = verdict(&doc, &name);
-    assert_eq!(
-        (state.as_str(), code.as_str()),
-        ("UNKNOWN", "metadata_invalid"),
-        "{doc:#}"
-    );
+    let (_, why, _) = lab.expect(&name, "UNKNOWN", "metadata_invalid");
     assert!(why.contains("is not an IP address"), "{why}");
 
     // The VM's own external address and NIC type, from its metadata.
@@ -316,9 +281,7 @@ fn settings_from_metadata(lab: &Lab, undo: &mut Undo) {
         "--live",
         "--remove",
     ]);
-    let doc = lab.status();
-    let (state, code, _, _) = verdict(&doc, &name);
-    assert_eq!((state.as_str(), code.as_str()), ("OK", "ok"), "{doc:#}");
+    lab.expect(&name, "OK", "ok");
 }
 
 fn lab_ok(args: &[&str]) -> bool {
@@ -327,17 +290,9 @@ fn lab_ok(args: &[&str]) -> bool {
 
 #[test]
 fn lab_lifecycle() {
-    if std::env::var("VMNETPROBE_LAB").as_deref() != Ok("1") {
-        println!("skipped: set VMNETPROBE_LAB=1 to run the libvirt lifecycle test (root, Debian 12; see tests/lab/README.md)");
+    if !require_lab("libvirt lifecycle test") {
         return;
     }
-    let uid = Command::new("id").arg("-u").output().expect("id -u");
-    assert_eq!(
-        String::from_utf8_lossy(&uid.stdout).trim(),
-        "0",
-        "VMNETPROBE_LAB=1 needs root"
-    );
-    assert!(lab_script().is_file(), "{} missing", lab_script().display());
     let t0 = Instant::now();
     let _guard = LabGuard(TAG);
     assert!(lab_ok(&["up"]), "tests/lab/lab.sh up failed");

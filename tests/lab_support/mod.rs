@@ -17,6 +17,56 @@ pub fn state_dir() -> PathBuf {
     )
 }
 
+/// The lab tests' gate: false (the test passes as skipped) without
+/// `VMNETPROBE_LAB=1`; with it, every missing prerequisite fails the test.
+pub fn require_lab(what: &str) -> bool {
+    if std::env::var("VMNETPROBE_LAB").as_deref() != Ok("1") {
+        println!("skipped: set VMNETPROBE_LAB=1 to run the {what} (root, Debian 12; see tests/lab/README.md)");
+        return false;
+    }
+    let uid = Command::new("id").arg("-u").output().expect("id -u");
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "VMNETPROBE_LAB=1 needs root"
+    );
+    assert!(lab_script().is_file(), "{} missing", lab_script().display());
+    true
+}
+
+/// What every lab run of vmnetprobe is given: the lab's libvirt, its
+/// internet host as `--external` (nothing else is pinged), no state between
+/// runs, no boot grace, and RTT thresholds far above what TCG guests need,
+/// so only reachability decides.
+pub fn probe_args(
+    internet: &str,
+    external_network: &str,
+    timeout: &str,
+    ping_timeout: &str,
+) -> Vec<String> {
+    [
+        "--connect",
+        "qemu:///system",
+        "--external",
+        internet,
+        "--external-network",
+        external_network,
+        "--no-state",
+        "--grace",
+        "0",
+        "--timeout",
+        timeout,
+        "--ping-timeout",
+        ping_timeout,
+        "-w",
+        "2000",
+        "-c",
+        "5000",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// Runs `lab.sh ARGS`, its output inherited so the lab's progress lands in
 /// the CI log; `tag` prefixes this test's own log line.
 pub fn lab(tag: &str, args: &[&str]) -> bool {
