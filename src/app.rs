@@ -323,11 +323,16 @@ pub fn render(command: &Command, report: &Report) -> Rendered {
 }
 
 /// The target options `command` runs with: `serve` shares probes under
-/// [`crate::serve::DEFAULT_MIN_INTERVAL`] unless told otherwise (or told
-/// to keep no state).
+/// [`crate::serve::DEFAULT_MIN_INTERVAL`] unless told otherwise, told to
+/// keep no state, or no state directory is to be had (then every scrape
+/// probes; a default must not turn into a configuration error).
 pub fn target_args(command: &Command) -> std::borrow::Cow<'_, TargetArgs> {
     match command {
-        Command::Serve { target, .. } if target.min_interval.is_none() && !target.no_state => {
+        Command::Serve { target, .. }
+            if target.min_interval.is_none()
+                && !target.no_state
+                && (target.state_dir.is_some() || StateDir::default_location().is_some()) =>
+        {
             let mut target = target.clone();
             target.min_interval = Some(crate::serve::DEFAULT_MIN_INTERVAL.to_string());
             std::borrow::Cow::Owned(target)

@@ -409,6 +409,26 @@ fn run_as_nobody(args: &[&str]) -> Output {
     child
 }
 
+/// serve's default --min-interval needs a state directory; without one it
+/// is dropped, not turned into a configuration error (the bad --listen is
+/// the first complaint).
+#[test]
+fn serve_without_a_state_directory_still_starts() {
+    if !is_root() || Command::new("setpriv").arg("--version").output().is_err() {
+        return;
+    }
+    let out = run_as_nobody(&[
+        "serve",
+        "--listen",
+        "999.0.0.1:1",
+        "--socket",
+        "vm1=/nonexistent/x.sock",
+        "--external",
+        EXT,
+    ]);
+    assert_usage_error(&["serve"], &out, "invalid --listen '999.0.0.1:1'");
+}
+
 #[test]
 fn unreadable_sockets_and_directories_say_permission_denied() {
     if !is_root() || Command::new("setpriv").arg("--version").output().is_err() {
