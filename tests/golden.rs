@@ -279,6 +279,107 @@ fn fatal_fixture() -> Report {
     }
 }
 
+/// VMs the host speaks for, as the probe itself reports them (scripted
+/// host and agents): paused by the user and on an I/O error, migrating, in
+/// maintenance, and one with its filesystems frozen.
+fn lifecycle_fixture() -> Report {
+    use serde_json::json;
+    use std::time::{Duration, Instant};
+    use vmnetprobe::inventory::fake::OneShotConnector;
+    use vmnetprobe::inventory::{
+        ChannelState, Lifecycle, NicConfig, PauseReason, VmSettings, VmTarget,
+    };
+    use vmnetprobe::probe::{probe_vm, ProbeConfig};
+    use vmnetprobe::qga::fake::FakeTransport;
+
+    let target = |name: &str, mac: &str, lifecycle, transport| VmTarget {
+        name: name.to_string(),
+        uuid: None,
+        lifecycle,
+        channel: ChannelState::Connected,
+        nics: vec![NicConfig {
+            mac: mac.to_string(),
+            host_dev: Some("vnet9".into()),
+            network: Some("default".into()),
+            ..NicConfig::default()
+        }],
+        socket: None,
+        settings: Ok(VmSettings::default()),
+        connector: Box::new(OneShotConnector::new(transport)),
+    };
+    let frozen_agent = FakeTransport::new()
+        .reply(
+            "guest-info",
+            json!({"version": "7.2.22", "supported_commands": [
+                {"name": "guest-network-get-interfaces", "enabled": false},
+                {"name": "guest-exec", "enabled": false},
+                {"name": "guest-exec-status", "enabled": false},
+                {"name": "guest-fsfreeze-status", "enabled": true}]}),
+        )
+        .reply("guest-fsfreeze-status", json!("frozen"));
+    let mut old01 = target(
+        "old01",
+        "52:54:00:00:00:04",
+        Lifecycle::Running,
+        FakeTransport::new(),
+    );
+    old01.settings = Ok(VmSettings {
+        maintenance: Some("disk swap, CHG-1234".into()),
+        ..VmSettings::default()
+    });
+    let targets = [
+        target(
+            "backup01",
+            "52:54:00:00:00:01",
+            Lifecycle::Running,
+            frozen_agent,
+        ),
+        target(
+            "db03",
+            "52:54:00:00:00:02",
+            Lifecycle::Paused(PauseReason::IoError),
+            FakeTransport::new(),
+        ),
+        target(
+            "mig01",
+            "52:54:00:00:00:03",
+            Lifecycle::Migrating,
+            FakeTransport::new(),
+        ),
+        old01,
+        target(
+            "snap01",
+            "52:54:00:00:00:05",
+            Lifecycle::Paused(PauseReason::User),
+            FakeTransport::new(),
+        ),
+    ];
+    let cfg = ProbeConfig {
+        external: Some(ip(EXTERNAL)),
+        ..ProbeConfig::default()
+    };
+    let vms = targets
+        .iter()
+        .map(|t| {
+            let mut vm = probe_vm(t, &cfg, Instant::now() + Duration::from_secs(5));
+            vm.duration_ms = 1.5;
+            vm
+        })
+        .collect();
+    Report {
+        vms,
+        ..fatal_fixture_without_error()
+    }
+}
+
+fn fatal_fixture_without_error() -> Report {
+    Report {
+        fatal: None,
+        duration_ms: 12.5,
+        ..fatal_fixture()
+    }
+}
+
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
@@ -380,6 +481,18 @@ fn every_format_matches_its_golden_file() {
         ("prometheus", render_prometheus(&report), 0),
         ("status_table", render_status_table(&report), 0),
         ("status_json", render_status_json(&report), 0),
+    ]);
+}
+
+#[test]
+fn lifecycle_verdicts_match_their_golden_files() {
+    let report = lifecycle_fixture();
+    check(&[
+        ("lifecycle_nagios", render_nagios(&report), 2),
+        ("lifecycle_zabbix", render_zabbix(&report), 0),
+        ("lifecycle_telegraf", render_telegraf(&report), 0),
+        ("lifecycle_prometheus", render_prometheus(&report), 0),
+        ("lifecycle_status_table", render_status_table(&report), 0),
     ]);
 }
 

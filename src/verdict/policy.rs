@@ -136,7 +136,7 @@ impl Policy {
             Finding::Frozen => Verdict::new(
                 self.frozen_state,
                 Code::Frozen,
-                "guest filesystems frozen (guest-fsfreeze-status): the agent refuses other commands until thawed",
+                "guest filesystems frozen (guest-fsfreeze-status): no checks until thawed",
             ),
             Finding::Maintenance(note) if note.is_empty() => {
                 Verdict::new(Ok, Code::Maintenance, "in maintenance (libvirt metadata)")
