@@ -199,12 +199,15 @@ fn assert_equal_to_status(job: &str, all: &[(BTreeMap<String, String>, f64)], st
             assert_eq!(state.len(), 1, "{job} {name:?} {mac}");
             assert_eq!(state[0].1, state_code(&nic["state"]));
             assert_eq!(
-                state[0].0.get("nic").map(String::as_str),
-                Some(nic["name"].as_str().unwrap_or_default())
-            );
-            assert_eq!(
                 state[0].0.get("type").map(String::as_str),
                 nic["type"].as_str()
+            );
+            assert!(!state[0].0.contains_key("nic"), "guest facts only in _info");
+            let info = samples(all, "vmnetprobe_nic_info", &labels);
+            assert_eq!(info.len(), 1, "{job} {name:?} {mac}");
+            assert_eq!(
+                info[0].0.get("nic").map(String::as_str),
+                Some(nic["name"].as_str().unwrap_or_default())
             );
             assert_eq!(
                 one(all, "vmnetprobe_nic_gateway_reachable", &labels),

@@ -5,8 +5,12 @@
 //! gauges for "reachable" and "up", `_info` gauges (value 1) for metadata,
 //! and every state as a numeric gauge with the plugin codes (0 OK,
 //! 1 WARNING, 2 CRITICAL, 3 UNKNOWN) plus the stable machine `code` as a
-//! label: one series per check, alerts compare numbers (`== 2`). The
-//! free-text reason is never a label (unbounded cardinality). Samples carry
+//! label: one series per check, alerts compare numbers (`== 2`). Series
+//! are keyed by what the host knows (`vm`, `uuid`, `mac`, `type`,
+//! `network`); what the guest reports (its interface name, OS, agent
+//! version) is only in the `_info` gauges, so a guest whose agent is down
+//! or that renames an interface never splits a series. The free-text
+//! reason is never a label (unbounded cardinality). Samples carry
 //! no timestamp: Prometheus stamps the scrape, and node_exporter rejects
 //! timestamps in textfiles. A value that is unknown is left out, never
 //! written as NaN.
@@ -16,14 +20,21 @@ use crate::report::{
     AgentReport, NicReport, Report, StateCounts, TargetReport, Thresholds, VmReport,
 };
 use crate::verdict::{Code, ServiceState, Verdict};
+use std::collections::HashSet;
 use std::fmt::Write as _;
+
+type Labels = Vec<(&'static str, String)>;
 
 /// One metric family: name, type, help, and its samples in order.
 struct Family {
     name: &'static str,
     kind: &'static str,
     help: &'static str,
-    samples: Vec<(Vec<(&'static str, String)>, String)>,
+    samples: Vec<(Labels, String)>,
+    /// Label sets already written: a repeated one (two NICs with one MAC
+    /// in a VM's XML, say) would make Prometheus refuse the whole scrape,
+    /// so only the first is kept.
+    seen: HashSet<Labels>,
 }
 
 impl Family {
@@ -33,6 +44,7 @@ impl Family {
             kind: "gauge",
             help,
             samples: Vec::new(),
+            seen: HashSet::new(),
         }
     }
 
@@ -45,8 +57,10 @@ impl Family {
 
     fn add(&mut self, labels: &[(&'static str, &str)], value: impl Into<Value>) {
         if let Some(text) = value.into().text() {
-            let labels = labels.iter().map(|(k, v)| (*k, v.to_string())).collect();
-            self.samples.push((labels, text));
+            let labels: Labels = labels.iter().map(|(k, v)| (*k, v.to_string())).collect();
+            if self.seen.insert(labels.clone()) {
+                self.samples.push((labels, text));
+            }
         }
     }
 
@@ -206,7 +220,7 @@ impl Families {
             ),
             nic_info: Family::gauge(
                 "vmnetprobe_nic_info",
-                "Always 1: a NIC of a probed VM, with its gateway.",
+                "Always 1: a NIC of a probed VM, with the guest's name for it and its gateway.",
             ),
             nic_state: Family::gauge(
                 "vmnetprobe_nic_state",
@@ -321,12 +335,12 @@ impl Families {
                 id[0],
                 id[1],
                 ("mac", mac.as_str()),
-                ("nic", nic_name.as_deref().unwrap_or("")),
                 ("type", kind.as_str()),
                 ("network", network.as_deref().unwrap_or("")),
             ];
             let gateway = gateway.map(|g| g.to_string()).unwrap_or_default();
             let mut info = labels.to_vec();
+            info.push(("nic", nic_name.as_deref().unwrap_or("")));
             info.push(("gateway", &gateway));
             self.nic_info.add(&info, 1);
             let mut state = labels.to_vec();
@@ -485,6 +499,20 @@ mod tests {
         assert_eq!(
             out,
             "# HELP x h\n# TYPE x gauge\nx 0.000412\nx{a=\"1\"} 1\n"
+        );
+    }
+
+    #[test]
+    fn a_repeated_label_set_is_written_once() {
+        let mut f = Family::gauge("x", "h");
+        f.add(&[("mac", "m")], Some(true));
+        f.add(&[("mac", "m")], Some(false));
+        f.add(&[("mac", "n")], Some(false));
+        let mut out = String::new();
+        f.write(&mut out);
+        assert_eq!(
+            out,
+            "# HELP x h\n# TYPE x gauge\nx{mac=\"m\"} 1\nx{mac=\"n\"} 0\n"
         );
     }
 
