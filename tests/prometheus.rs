@@ -584,10 +584,15 @@ fn serve_silent(s: &Scratch, agent: &SilentAgent, extra: &[&str]) -> (Daemon, u1
 fn raw(port: u16, request: &[u8]) -> (u16, String, Duration) {
     let t = Instant::now();
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let _ = stream.write_all(request);
+    read_reply(stream, t)
+}
+
+/// Reads until the server closes; (status code, whole reply, time since `t`).
+fn read_reply(mut stream: TcpStream, t: Instant) -> (u16, String, Duration) {
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
-    let _ = stream.write_all(request);
     let mut reply = Vec::new();
     let _ = stream.read_to_end(&mut reply);
     let reply = String::from_utf8_lossy(&reply).into_owned();
@@ -627,6 +632,12 @@ fn bad_requests_are_refused_without_disturbing_a_scrape() {
     let (code, reply, _) = get(port, "/");
     assert_eq!(code, 200, "{reply}");
     assert!(reply.contains("href=\"/metrics\""), "{reply}");
+    let (code, reply, _) = raw(port, b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(code, 200, "{reply}");
+    assert!(
+        reply.ends_with("\r\n\r\n") && body(&reply).is_empty(),
+        "{reply:?}"
+    );
     let (code, reply, _) = raw(
         port,
         b"POST /metrics HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
@@ -651,7 +662,13 @@ fn bad_requests_are_refused_without_disturbing_a_scrape() {
 
     // A slow client: half a request, then silence. It gets 408 after the
     // request timeout (5 s); meanwhile the scrape completes.
-    let slow = std::thread::spawn(move || raw(port, b"GET /metrics HTTP/1.1\r\nHost:"));
+    // Connected here, before the flood below, so it is first in the accept queue.
+    let t = Instant::now();
+    let mut slow_stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    slow_stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost:")
+        .expect("half a request");
+    let slow = std::thread::spawn(move || read_reply(slow_stream, t));
     // More idle connections than the server serves at once: the surplus
     // is refused with 503 at once.
     let mut idle = Vec::new();
