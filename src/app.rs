@@ -331,7 +331,9 @@ pub fn target_args(command: &Command) -> std::borrow::Cow<'_, TargetArgs> {
         Command::Serve { target, .. }
             if target.min_interval.is_none()
                 && !target.no_state
-                && (target.state_dir.is_some() || StateDir::default_location().is_some()) =>
+                // An unusable shared directory (Err) is reported by Config.
+                && (target.state_dir.is_some()
+                    || !matches!(StateDir::default_location(), Ok(None))) =>
         {
             let mut target = target.clone();
             target.min_interval = Some(crate::serve::DEFAULT_MIN_INTERVAL.to_string());

@@ -247,7 +247,7 @@ impl Config {
         let state_dir = match (&args.state_dir, args.no_state) {
             (_, true) => None,
             (Some(dir), false) => Some(StateDir::explicit(dir).map_err(ConfigError)?),
-            (None, false) => StateDir::default_location(),
+            (None, false) => StateDir::default_location().map_err(ConfigError)?,
         };
         if state_dir.is_none() {
             let needs = if args.fail_after > 1 {

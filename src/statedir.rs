@@ -11,6 +11,12 @@
 //! with `O_EXCL`), must be a regular file owned by a trusted user, and is
 //! read only up to [`MAX_FILE_BYTES`]. Files are created 0640 (locks 0660)
 //! whatever the umask.
+//!
+//! The Debian package creates [`SYSTEM_STATE_DIR`] as `root:vmnetprobe`
+//! 2770, shared by the monitoring users in that group. When it belongs to a
+//! group and this process cannot use it (the Debian `zabbix` user, never
+//! added), the run stops with one line naming the fix instead of quietly
+//! keeping a private state that no other consumer shares.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -31,6 +37,8 @@ const LOCK_MODE: u32 = 0o660;
 const DIR_MODE: u32 = 0o750;
 /// Temp files older than this were left by a run that died mid-write.
 const STALE_TEMP: Duration = Duration::from_secs(60);
+/// /etc/passwd and /etc/group are read up to this size.
+const MAX_ACCOUNT_FILE: u64 = 4 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateDir {
@@ -150,13 +158,25 @@ impl StateDir {
         check_dir(path).map_err(|why| format!("--state-dir {}: {why}", path.display()))
     }
 
-    /// The default: [`SYSTEM_STATE_DIR`] when usable, else the per-user
-    /// cache directory; `None` when neither works (the run then keeps no
-    /// state, which only costs the savings).
-    pub fn default_location() -> Option<StateDir> {
-        std::iter::once(PathBuf::from(SYSTEM_STATE_DIR))
-            .chain(user_dir())
-            .find_map(|p| check_dir(&p).ok())
+    /// The default: [`SYSTEM_STATE_DIR`] when usable; an error naming the
+    /// fix when it belongs to a group (it is meant to be shared) and this
+    /// process cannot use it; else the per-user cache directory, or `None`
+    /// when that fails too (the run then keeps no state, which only costs
+    /// the savings).
+    pub fn default_location() -> Result<Option<StateDir>, String> {
+        let system = Path::new(SYSTEM_STATE_DIR);
+        let why = match check_dir(system) {
+            Ok(state) => return Ok(Some(state)),
+            Err(why) => why,
+        };
+        // Root's own directory (no package) is not shared: the user's
+        // cache is the right place then.
+        if let Ok(meta) = std::fs::symlink_metadata(system) {
+            if meta.is_dir() && meta.gid() != 0 {
+                return Err(shared_dir_error(system, &meta, &why));
+            }
+        }
+        Ok(user_dir().and_then(|p| check_dir(&p).ok()))
     }
 
     pub fn path(&self) -> &Path {
@@ -307,6 +327,80 @@ pub fn write_atomically(dir: &Path, name: &str, data: &[u8], mode: u32) -> std::
     result
 }
 
+/// The one line for a shared state directory this process cannot use:
+/// for a missing group membership, which user, which group and the command
+/// that fixes it; otherwise what is wrong with the directory.
+fn shared_dir_error(dir: &Path, meta: &std::fs::Metadata, why: &str) -> String {
+    let tail = "; or pass --state-dir DIR or --no-state";
+    let writable_by_group = meta.mode() & 0o020 != 0;
+    if !writable_by_group || meta.uid() == euid() || process_gids().contains(&meta.gid()) {
+        return format!("state directory {}: {why}{tail}", dir.display());
+    }
+    let user = account_name("/etc/passwd", euid());
+    let user_text = user.clone().unwrap_or_else(|| format!("uid {}", euid()));
+    let head = format!(
+        "state directory {} is not writable by user {user_text}",
+        dir.display()
+    );
+    let fix = match (account_name("/etc/group", meta.gid()), user) {
+        (Some(group), Some(user)) if is_member("/etc/group", &group, &user) => format!(
+            "{user} is in group {group}, but this process is not: restart the service that runs vmnetprobe"
+        ),
+        (Some(group), Some(user)) => {
+            format!("add it to group {group} (adduser {user} {group}), then restart its service")
+        }
+        (group, _) => format!(
+            "add this user to group {}, then restart its service",
+            group.unwrap_or_else(|| meta.gid().to_string())
+        ),
+    };
+    format!("{head}: {fix}{tail}")
+}
+
+/// This process's effective and supplementary group ids.
+fn process_gids() -> Vec<u32> {
+    // SAFETY: getegid has no preconditions and cannot fail.
+    let mut gids = vec![unsafe { libc::getegid() }];
+    let status = account_lines("/proc/self/status");
+    if let Some(groups) = status.iter().find_map(|l| l.strip_prefix("Groups:")) {
+        gids.extend(
+            groups
+                .split_whitespace()
+                .filter_map(|g| g.parse::<u32>().ok()),
+        );
+    }
+    gids
+}
+
+/// Reads a small system file (/etc/passwd, /etc/group) line by line, with
+/// a size bound.
+fn account_lines(file: &str) -> Vec<String> {
+    let mut text = String::new();
+    let read = File::open(file).and_then(|f| f.take(MAX_ACCOUNT_FILE).read_to_string(&mut text));
+    if read.is_err() {
+        return Vec::new();
+    }
+    text.lines().map(str::to_string).collect()
+}
+
+/// The name of the account with numeric id `id` (field 3) in `file`.
+fn account_name(file: &str, id: u32) -> Option<String> {
+    account_lines(file).into_iter().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let found: u32 = fields.nth(1)?.parse().ok()?;
+        (found == id && !name.is_empty()).then(|| name.to_string())
+    })
+}
+
+/// Whether /etc/group lists `user` as a member of `group`.
+fn is_member(file: &str, group: &str, user: &str) -> bool {
+    account_lines(file).iter().any(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        fields.len() == 4 && fields[0] == group && fields[3].split(',').any(|m| m == user)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,6 +463,28 @@ mod tests {
             "new"
         );
         assert!(!dir.join("out.prom").is_symlink());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn account_files_are_parsed_defensively() {
+        let dir = temp_dir("accounts");
+        std::fs::create_dir_all(&dir).expect("dir");
+        let group = dir.join("group");
+        std::fs::write(
+            &group,
+            "root:x:0:\nbroken\n:x:7:\nvmnetprobe:x:998:nagios,zabbix\nlibvirt:x:997\n",
+        )
+        .expect("write");
+        let g = group.to_str().expect("utf-8");
+        assert_eq!(account_name(g, 998).as_deref(), Some("vmnetprobe"));
+        assert_eq!(account_name(g, 7), None);
+        assert_eq!(account_name(g, 42), None);
+        assert!(is_member(g, "vmnetprobe", "zabbix"));
+        assert!(!is_member(g, "vmnetprobe", "telegraf"));
+        assert!(!is_member(g, "libvirt", "nagios"));
+        assert!(account_lines("/nonexistent/group").is_empty());
+        assert!(!process_gids().is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
