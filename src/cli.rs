@@ -11,6 +11,22 @@ use std::path::Path;
 /// vmnetprobe runs its `nagios` subcommand.
 pub const NAGIOS_PLUGIN_NAME: &str = "check_vmnetprobe";
 
+/// Where the package's pieces are, for `--help` and the man page.
+const AFTER_HELP: &str = "\
+Installed as /usr/lib/nagios/plugins/check_vmnetprobe (a symlink), it runs \
+`vmnetprobe nagios`. The package's state directory /var/cache/vmnetprobe \
+belongs to group vmnetprobe: add the monitoring users to it (and to libvirt), \
+e.g. `adduser nagios vmnetprobe`. Examples for Nagios, Icinga 2, Zabbix, \
+Telegraf and Grafana: /usr/share/vmnetprobe/.";
+
+/// The default `--grace`: long enough for a typical Linux or Windows guest
+/// to start its agent (evidence: ~100 s before guest-exec works).
+pub const DEFAULT_GRACE: &str = "120s";
+
+/// The default `serve --listen`: free in the Prometheus exporter port range
+/// (9100-9999) as far as we could tell; loopback only unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9469";
+
 /// Help as the monitoring-plugins guidelines want it: name and version
 /// first, then usage and every option.
 const HELP_TEMPLATE: &str =
@@ -26,7 +42,8 @@ const HELP_TEMPLATE: &str =
     about,
     max_term_width = 100,
     propagate_version = true,
-    help_template = HELP_TEMPLATE
+    help_template = HELP_TEMPLATE,
+    after_long_help = AFTER_HELP
 )]
 pub struct Args {
     #[command(subcommand)]
@@ -83,7 +100,7 @@ pub enum Command {
     #[command(help_template = HELP_TEMPLATE)]
     Serve {
         /// Address and port to listen on (an IP literal).
-        #[arg(long, value_name = "ADDR", default_value = crate::serve::DEFAULT_LISTEN)]
+        #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
         listen: String,
         #[command(flatten)]
         target: TargetArgs,
@@ -191,8 +208,9 @@ pub struct TargetArgs {
     #[arg(short = 'c', long = "critical", value_name = "RANGE")]
     pub critical: Option<String>,
     /// Where facts learned about guest agents, failure streaks and shared
-    /// results are kept [default: /var/cache/vmnetprobe when writable, else
-    /// $XDG_CACHE_HOME/vmnetprobe or ~/.cache/vmnetprobe].
+    /// results are kept [default: /var/cache/vmnetprobe when writable (an
+    /// error when its group, e.g. the package's vmnetprobe, lacks this
+    /// user), else $XDG_CACHE_HOME/vmnetprobe or ~/.cache/vmnetprobe].
     #[arg(long, value_name = "DIR", conflicts_with = "no_state")]
     pub state_dir: Option<std::path::PathBuf>,
     /// Keep nothing between runs: every fact is learned again, no
@@ -201,7 +219,7 @@ pub struct TargetArgs {
     pub no_state: bool,
     /// A VM started less than this ago whose agent is not up yet is
     /// "booting" instead of failing (0 turns it off).
-    #[arg(long, value_name = "DUR", default_value = crate::verdict::grace::DEFAULT_GRACE)]
+    #[arg(long, value_name = "DUR", default_value = DEFAULT_GRACE)]
     pub grace: String,
     /// State for a booting VM (ok, warning, critical, unknown).
     #[arg(long, value_name = "STATE", default_value = "ok")]

@@ -17,6 +17,7 @@
 //! descriptors) — a slow or hostile client could stall or end it.
 
 use crate::app;
+use crate::cli::DEFAULT_LISTEN;
 use crate::config::{Config, ConfigError};
 use crate::output::{render_prometheus, render_serve_counters, ServeCounters};
 use std::io::{ErrorKind, Read, Write};
@@ -25,9 +26,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Free in the Prometheus exporter port range (9100-9999) as far as we
-/// could tell; loopback only unless told otherwise.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:9469";
 /// Half the usual 60 s scrape interval: two Prometheus servers (an HA
 /// pair) scraping one host share one probe, a single one gets fresh data.
 pub const DEFAULT_MIN_INTERVAL: &str = "30s";

@@ -4,6 +4,16 @@
 //! in a fresh temp dir with free ports, fed with real vmnetprobe output from a real
 //! qemu-ga (tests/common `AgentLab`), and stopped by PID.
 //!
+//! Production paths: every consumer test first builds this tree's Debian package with
+//! `cargo deb` and installs it with `dpkg -i` (tests/common/package.rs). The consumers
+//! read the installed examples from /usr/share/vmnetprobe, run as their own Debian users
+//! (`nagios` for Nagios 4 and Icinga 2, `zabbix` for zabbix_agentd with its default
+//! Timeout=3), put in groups `libvirt` and `vmnetprobe` as the README tells operators, and
+//! execute /usr/lib/nagios/plugins/check_vmnetprobe or /usr/bin/vmnetprobe. Where a test
+//! compares what a consumer stored with what vmnetprobe printed, a recording wrapper sits
+//! in front of the installed file (`$USER1$`, `PluginDir`, or the UserParameter's path).
+//! Run them under the consumers lock: they install the package machine-wide.
+//!
 //! Gate: these run when VMNETPROBE_REAL_TESTS=1 (then a missing package is a failure);
 //! install the consumers with tests/consumers/install.sh. The README test always runs.
 //! Timings are printed as `[timing] ...` lines (see with `-- --nocapture`).
@@ -11,18 +21,22 @@
 mod common;
 
 use common::consumer::*;
+use common::package;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Slow consumer setups (Zabbix DB) are cached here between runs.
 const CACHE_DIR: &str = "/var/cache/vmnetprobe-consumers";
+/// The user Nagios 4 and Icinga 2 run checks as on Debian.
+const NAGIOS_USER: &str = "nagios";
+const ZABBIX_USER: &str = "zabbix";
 
 // ---------------------------------------------------------------------------------
 // The probe target: a real qemu-ga from the lab, and a recording wrapper.
@@ -36,12 +50,23 @@ struct Probe {
 }
 
 impl Probe {
+    /// Installs the package, starts the lab agent and gives the consumers' users what
+    /// the README tells operators to: groups `libvirt` and `vmnetprobe`. The agent socket
+    /// stands in for libvirt's: group `libvirt`, mode 660.
     fn start() -> Probe {
+        package::install();
+        for user in [NAGIOS_USER, ZABBIX_USER] {
+            package::add_to_groups(user, &["libvirt", package::GROUP]);
+        }
         let t = Instant::now();
         let lab = common::AgentLab::start(common::LabOptions::default());
         timing("agent lab start", t);
+        sh(&format!(
+            "chgrp libvirt {0} && chmod 660 {0}",
+            q(&lab.socket.display().to_string())
+        ));
         Probe {
-            bin: common::bin(),
+            bin: PathBuf::from(package::BIN),
             socket: lab.socket.clone(),
             external: lab.external,
             unreachable: lab.unreachable,
@@ -62,28 +87,31 @@ impl Probe {
         )
     }
 
-    /// A script standing in for /usr/local/bin/vmnetprobe: runs the real binary with
-    /// `extra` appended and records argv, stdout and exit status of every run in
-    /// `<scratch>/runs/`, so a test can compare what the consumer stored with exactly
-    /// what vmnetprobe printed in that run.
-    fn wrapper(&self, scratch: &Scratch, extra: &[String]) -> PathBuf {
+    /// A recording script `<scratch>/bin/<name>` in front of the installed file
+    /// `installed` (package::PLUGIN or package::BIN): runs it with `extra` appended and
+    /// records argv, user, stdout and exit status of every run in `<scratch>/runs/`
+    /// (writable for the consumers' users), so a test can compare what the consumer
+    /// stored with exactly what vmnetprobe printed in that run.
+    fn wrapper(&self, scratch: &Scratch, name: &str, installed: &str, extra: &[String]) -> PathBuf {
         let runs = scratch.path("runs");
         fs::create_dir_all(&runs).unwrap();
+        run_ok(Command::new("chmod").arg("1777").arg(&runs));
         let extra: Vec<String> = extra.iter().map(|a| q(a)).collect();
         let script = format!(
             "#!/bin/sh\n\
              run=$(mktemp {runs}/run.XXXXXX) || exit 3\n\
              printf '%s\\n' \"$@\" > \"$run.argv\"\n\
+             id -un > \"$run.user\"\n\
              {bin} \"$@\" {extra} > \"$run.out\" 2> \"$run.err\"\n\
              rc=$?\n\
              cat \"$run.out\"\n\
              echo $rc > \"$run.rc\"\n\
              exit $rc\n",
             runs = q(&runs.display().to_string()),
-            bin = q(&self.bin.display().to_string()),
+            bin = q(installed),
             extra = extra.join(" "),
         );
-        let path = scratch.write("bin/vmnetprobe", &script);
+        let path = scratch.write(&format!("bin/{name}"), &script);
         run_ok(Command::new("chmod").arg("755").arg(&path));
         path
     }
@@ -93,6 +121,8 @@ impl Probe {
 #[derive(Debug, Clone)]
 struct Run {
     argv: Vec<String>,
+    /// Who ran it (`id -un`).
+    user: String,
     stdout: String,
     rc: i32,
 }
@@ -123,6 +153,10 @@ fn runs(scratch: &Scratch) -> Vec<Run> {
                 .lines()
                 .map(String::from)
                 .collect(),
+            user: fs::read_to_string(format!("{s}.user"))
+                .unwrap()
+                .trim()
+                .to_string(),
             stdout: fs::read_to_string(format!("{s}.out")).unwrap(),
             rc: rc.trim().parse().unwrap(),
         });
@@ -362,9 +396,15 @@ define host {
 }
 ";
 
-fn nagios_cfg(s: &Scratch, cfg_files: &[&str]) -> PathBuf {
+/// A nagios.cfg in the scratch dir for Nagios running as its Debian user, with
+/// `$USER1$` (Debian's resource.cfg: the plugin directory) set to `user1`.
+fn nagios_cfg(s: &Scratch, cfg_files: &[&str], user1: &Path) -> PathBuf {
     let var = s.s("var");
-    let mut cfg = String::new();
+    let resource = s.write(
+        "etc/resource.cfg",
+        &format!("$USER1$={}\n", user1.display()),
+    );
+    let mut cfg = format!("resource_file={}\n", resource.display());
     for f in cfg_files {
         cfg.push_str(&format!("cfg_file={}\n", s.s(f)));
     }
@@ -374,12 +414,13 @@ fn nagios_cfg(s: &Scratch, cfg_files: &[&str]) -> PathBuf {
          temp_file={var}/nagios.tmp\ntemp_path={var}\nlock_file={var}/nagios.lock\n\
          state_retention_file={var}/retention.dat\ncheck_result_path={var}/checkresults\n\
          command_file={var}/nagios.cmd\nquery_socket={var}/nagios.qh\ncheck_external_commands=0\n\
-         nagios_user=root\nnagios_group=root\ninterval_length=1\nenable_notifications=0\nuse_syslog=0\n\
+         nagios_user={NAGIOS_USER}\nnagios_group={NAGIOS_USER}\ninterval_length=1\nenable_notifications=0\nuse_syslog=0\n\
          check_result_reaper_frequency=1\nmax_service_check_spread=1\nmax_host_check_spread=1\n\
          service_inter_check_delay_method=n\nhost_inter_check_delay_method=n\n\
          service_check_timeout=60\n"
     ));
     fs::create_dir_all(s.path("var/checkresults")).unwrap();
+    sh(&format!("chown -R {NAGIOS_USER}: {}", q(&var)));
     s.write("nagios.cfg", &cfg)
 }
 
@@ -390,18 +431,15 @@ fn nagios_runs_the_shipped_commands() {
     }
     let probe = Probe::start();
     let s = Scratch::new("nagios");
-    let wrapper = probe.wrapper(&s, &[]);
+    let wrapper = probe.wrapper(&s, "check_vmnetprobe", package::PLUGIN, &[]);
+    let user1 = wrapper.parent().unwrap().to_path_buf();
     s.write(
         "etc/commands.cfg",
-        &localize(
-            &plugin_file("nagios/vmnetprobe-commands.cfg"),
-            &wrapper,
-            SHIPPED_EXTERNAL,
-        ),
+        &shipped("nagios/vmnetprobe-commands.cfg"),
     );
     s.write(
         "etc/services.example.cfg",
-        &plugin_file("nagios/vmnetprobe-services.example.cfg"),
+        &shipped("nagios/vmnetprobe-services.example.cfg"),
     );
     s.write("etc/base.cfg", NAGIOS_BASE_OBJECTS);
 
@@ -414,6 +452,7 @@ fn nagios_runs_the_shipped_commands() {
             "etc/services.example.cfg",
             "etc/base.cfg",
         ],
+        &user1,
     );
     let out = Command::new("nagios4")
         .arg("-v")
@@ -459,6 +498,7 @@ fn nagios_runs_the_shipped_commands() {
     let cfg = nagios_cfg(
         &s,
         &["etc/commands.cfg", "etc/services.cfg", "etc/base.cfg"],
+        &user1,
     );
     run_ok(Command::new("nagios4").arg("-v").arg(&cfg));
     let t = Instant::now();
@@ -501,6 +541,10 @@ fn nagios_runs_the_shipped_commands() {
             .collect();
         assert_eq!(mine.len(), 1, "{desc}: expected one run, got {mine:?}");
         let run = mine[0];
+        assert_eq!(
+            run.user, NAGIOS_USER,
+            "{desc}: Nagios ran the check as another user"
+        );
         let p = parse_plugin_output(&run.stdout);
         let got = (
             b["current_state"].parse::<i32>().unwrap(),
@@ -538,6 +582,8 @@ fn icinga_defines(s: &Scratch) -> Vec<String> {
     ] {
         fs::create_dir_all(s.path(d)).unwrap();
     }
+    // Icinga drops to RunAsUser before it touches these, also for `daemon -C`.
+    sh(&format!("chown -R {NAGIOS_USER}: {}", q(&s.s("var"))));
     [
         ("DataDir", "var/lib"),
         ("LogDir", "var/log"),
@@ -548,8 +594,8 @@ fn icinga_defines(s: &Scratch) -> Vec<String> {
     .iter()
     .map(|(k, v)| format!("-DConfiguration.{k}={}", s.s(v)))
     .chain([
-        "-DConfiguration.RunAsUser=root".into(),
-        "-DConfiguration.RunAsGroup=root".into(),
+        format!("-DConfiguration.RunAsUser={NAGIOS_USER}"),
+        format!("-DConfiguration.RunAsGroup={NAGIOS_USER}"),
     ])
     .collect()
 }
@@ -619,18 +665,14 @@ fn icinga2_runs_the_shipped_check_command() {
     let probe = Probe::start();
     let s = Scratch::new("icinga2");
     let d = icinga_defines(&s);
-    let wrapper = probe.wrapper(&s, &[]);
+    let wrapper = probe.wrapper(&s, "check_vmnetprobe", package::PLUGIN, &[]);
     let command = s.write(
         "etc/vmnetprobe-command.conf",
-        &localize(
-            &plugin_file("icinga2/vmnetprobe-command.conf"),
-            &wrapper,
-            SHIPPED_EXTERNAL,
-        ),
+        &shipped("icinga2/vmnetprobe-command.conf"),
     );
     let example = s.write(
         "etc/vmnetprobe-services.example.conf",
-        &plugin_file("icinga2/vmnetprobe-services.example.conf"),
+        &shipped("icinga2/vmnetprobe-services.example.conf"),
     );
     let sock = probe.socket_arg("lab");
     let ext = probe.external.to_string();
@@ -645,7 +687,8 @@ fn icinga2_runs_the_shipped_check_command() {
     let port = free_port();
     let base = format!(
         "const NodeName = \"icinga-test\"\nconst ZoneName = \"icinga-test\"\n\
-         include <itl>\ninclude \"{}\"\ninclude \"{}\"\n{hosts}",
+         const PluginDir = \"{}\"\ninclude <itl>\ninclude \"{}\"\ninclude \"{}\"\n{hosts}",
+        wrapper.parent().unwrap().display(),
         command.display(),
         example.display()
     );
@@ -681,6 +724,7 @@ fn icinga2_runs_the_shipped_check_command() {
              object Endpoint NodeName {{ }}\nobject Zone ZoneName {{ endpoints = [ NodeName ] }}\n"
         ),
     );
+    sh(&format!("chown -R {NAGIOS_USER}: {}", q(&s.s("var"))));
     let t = Instant::now();
     let mut icinga = Daemon::start(
         "icinga2",
@@ -768,6 +812,12 @@ fn icinga2_runs_the_shipped_check_command() {
             !candidates.is_empty(),
             "{name}: no vmnetprobe run with argv {argv:?}"
         );
+        for run in &candidates {
+            assert_eq!(
+                run.user, NAGIOS_USER,
+                "{name}: Icinga ran the check as another user"
+            );
+        }
         let wants: Vec<_> = candidates
             .iter()
             .map(|run| {
@@ -1015,7 +1065,7 @@ fn assert_read_back(influx: &Influx, lines: &[Line]) {
 /// The command array of a shipped Telegraf snippet, with the binary and the external
 /// address replaced. `key` is `commands` (exec, array of arrays) or `command` (execd).
 fn telegraf_command(file: &str, key: &str, probe: &Probe) -> Vec<String> {
-    let conf = plugin_file(file);
+    let conf = shipped(file);
     let line = conf
         .lines()
         .find(|l| l.trim_start().starts_with(&format!("{key} = ")))
@@ -1033,7 +1083,7 @@ fn telegraf_command(file: &str, key: &str, probe: &Probe) -> Vec<String> {
         .map(|a| a.as_str().unwrap().to_string())
         .collect();
     assert_eq!(argv[0], SHIPPED_BIN);
-    argv[0] = probe.bin.display().to_string();
+    assert_eq!(Path::new(&argv[0]), probe.bin);
     let ext = argv
         .iter()
         .position(|a| a == "--external")
@@ -1444,6 +1494,42 @@ fn same_value(got: &str, want: &str) -> bool {
         || matches!((got.parse::<f64>(), want.parse::<f64>()), (Ok(a), Ok(b)) if (a - b).abs() < 1e-9)
 }
 
+/// zabbix_agentd on 127.0.0.1:`port` as the Debian package runs it: started as root, it
+/// drops to `user` (no AllowRoot), with the default Timeout (3 s), including `userparam`.
+fn zabbix_agent(s: &Scratch, port: u16, userparam: &Path, user: &str) -> Daemon {
+    let run = s.path(&format!("agent-{port}"));
+    fs::create_dir_all(&run).unwrap();
+    sh(&format!("chown {user}: {}", q(&run.display().to_string())));
+    let conf = s.write(
+        &format!("etc/zabbix_agentd-{port}.conf"),
+        &format!(
+            "LogType=console\nPidFile={}/zabbix_agentd.pid\nServer=127.0.0.1\nListenIP=127.0.0.1\n\
+             ListenPort={port}\nStartAgents=2\nHostname=hv01\nUser={user}\nInclude={}\n",
+            run.display(),
+            userparam.display()
+        ),
+    );
+    let mut agent = Daemon::start(
+        "zabbix_agentd",
+        Command::new("zabbix_agentd").args(["-f", "-c"]).arg(&conf),
+        s.path(&format!("agent-{port}.log")),
+    );
+    wait_for("zabbix_agentd listening", Duration::from_secs(20), || {
+        agent.assert_running();
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    agent
+}
+
+/// `zabbix_get` of `key` from the agent on `port`, as the server's poller asks it.
+fn zabbix_get(port: u16, key: &str) -> String {
+    let out = common::run_command(
+        Command::new("zabbix_get").args(["-s", "127.0.0.1", "-p", &port.to_string(), "-k", key]),
+        Duration::from_secs(30),
+    );
+    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+}
+
 #[test]
 fn zabbix_imports_the_template_and_discovers_vms() {
     if !real(
@@ -1495,6 +1581,8 @@ fn zabbix_imports_the_template_and_discovers_vms() {
     // name needs quoting in item keys; its RTTs are null and must be discarded).
     let wrapper = probe.wrapper(
         &s,
+        "vmnetprobe",
+        package::BIN,
         &[
             "--socket".into(),
             probe.socket_arg("lab"),
@@ -1505,27 +1593,12 @@ fn zabbix_imports_the_template_and_discovers_vms() {
     let userparam = s.write(
         "etc/userparameter_vmnetprobe.conf",
         &localize(
-            &plugin_file("zabbix/userparameter_vmnetprobe.conf"),
+            &shipped("zabbix/userparameter_vmnetprobe.conf"),
             &wrapper,
             &format!("--external {}", probe.external),
         ),
     );
-    let agent_conf = s.write(
-        "etc/zabbix_agentd.conf",
-        &format!(
-            "LogType=console\nPidFile={}\nServer=127.0.0.1\nListenIP=127.0.0.1\nListenPort={agent_port}\nStartAgents=2\n\
-             Hostname=hv01\nAllowRoot=1\nTimeout=3\nInclude={}\n",
-            s.s("zabbix_agentd.pid"),
-            userparam.display()
-        ),
-    );
-    let mut agent = Daemon::start(
-        "zabbix_agentd",
-        Command::new("zabbix_agentd")
-            .args(["-f", "-c"])
-            .arg(&agent_conf),
-        s.path("agent.log"),
-    );
+    let mut agent = zabbix_agent(&s, agent_port, &userparam, ZABBIX_USER);
 
     fs::create_dir_all(s.path("zsock")).unwrap();
     let server_conf = s.write(
@@ -1570,7 +1643,7 @@ fn zabbix_imports_the_template_and_discovers_vms() {
     let yes = json!({"createMissing": true, "updateExisting": true});
     let imported = api.call(
         "configuration.import",
-        json!({"format": "yaml", "source": plugin_file("zabbix/template_vmnetprobe.yaml"), "rules": {
+        json!({"format": "yaml", "source": shipped("zabbix/template_vmnetprobe.yaml"), "rules": {
             "groups": {"createMissing": true}, "templates": yes, "items": yes, "triggers": yes,
             "discoveryRules": yes, "valueMaps": yes, "templateLinkage": {"createMissing": true}}}),
     );
@@ -1614,6 +1687,10 @@ fn zabbix_imports_the_template_and_discovers_vms() {
         },
     );
     assert_eq!(report.rc, 0, "vmnetprobe zabbix failed: {}", report.stdout);
+    assert_eq!(
+        report.user, ZABBIX_USER,
+        "the agent ran vmnetprobe as another user"
+    );
     let report: Value =
         serde_json::from_str(&report.stdout).expect("vmnetprobe zabbix prints JSON");
     let vms = report["vms"].as_array().unwrap();
@@ -1717,4 +1794,196 @@ fn zabbix_imports_the_template_and_discovers_vms() {
     drop(php);
     let stopped = server.stop();
     eprintln!("[timing] zabbix: server stop {:.2}s", stopped.as_secs_f64());
+}
+
+// ---------------------------------------------------------------------------------
+// The package's shared state directory, as the consumers use it in production.
+
+/// The stored shared result whose selection names `socket` (one per lab), from the
+/// package's state directory, with its file's owner uid and group gid.
+fn stored_result(socket: &Path) -> Option<(Value, u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let needle = socket.display().to_string();
+    fs::read_dir(package::STATE_DIR)
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .find_map(|e| {
+            let meta = fs::symlink_metadata(e.path()).ok()?;
+            if !meta.is_file() || meta.len() > 1 << 20 {
+                return None;
+            }
+            let v: Value = serde_json::from_slice(&fs::read(e.path()).ok()?).ok()?;
+            v["key"]
+                .as_str()?
+                .contains(&needle)
+                .then(|| (v, meta.uid(), meta.gid()))
+        })
+}
+
+fn uid_gid(user_or_group: &str, flag: &str) -> u32 {
+    sh(&format!(
+        "id {flag} {user_or_group} 2>/dev/null || getent group {user_or_group} | cut -d: -f3"
+    ))
+    .trim()
+    .parse()
+    .unwrap()
+}
+
+#[test]
+fn nagios_and_zabbix_share_one_probe_through_the_package_state_dir() {
+    if !real("share", &["nagios4", "zabbix_agentd", "zabbix_get"]) {
+        return;
+    }
+    let probe = Probe::start();
+    let s = Scratch::new("share");
+    let shared = format!(
+        "--socket {} --external {} --min-interval 10m",
+        probe.socket_arg("lab"),
+        probe.external
+    );
+
+    // 1. Nagios, as nagios, runs the installed plugin through the installed commands.
+    s.write(
+        "etc/commands.cfg",
+        &shipped("nagios/vmnetprobe-commands.cfg"),
+    );
+    s.write("etc/base.cfg", NAGIOS_BASE_OBJECTS);
+    s.write(
+        "etc/services.cfg",
+        &format!(
+            "define service {{\n    use generic-service\n    host_name hv01\n    service_description shared\n    check_command vmnetprobe!{shared}\n}}\n"
+        ),
+    );
+    let cfg = nagios_cfg(
+        &s,
+        &["etc/commands.cfg", "etc/services.cfg", "etc/base.cfg"],
+        Path::new(package::PLUGIN_DIR),
+    );
+    let mut nagios = Daemon::start(
+        "nagios4",
+        Command::new("nagios4").arg(&cfg),
+        s.path("nagios.out"),
+    );
+    let status = wait_for(
+        "the Nagios result in status.dat",
+        Duration::from_secs(60),
+        || {
+            nagios.assert_running();
+            let dat = fs::read_to_string(s.path("var/status.dat")).ok()?;
+            nagios_blocks(&dat, "servicestatus")
+                .into_iter()
+                .find(|b| b.get("has_been_checked").map(String::as_str) == Some("1"))
+        },
+    );
+    nagios.stop();
+    assert_eq!(status["current_state"], "0", "{status:?}");
+    assert!(
+        status["plugin_output"].starts_with("VMNETPROBE OK - "),
+        "{status:?}"
+    );
+
+    // The probe's result is in the package's directory, written by user nagios, group
+    // vmnetprobe (setgid directory), readable by the group.
+    let (stored, uid, gid) =
+        stored_result(&probe.socket).expect("Nagios' run stored no shared result");
+    assert_eq!(
+        uid,
+        uid_gid(NAGIOS_USER, "-u"),
+        "result not written by nagios"
+    );
+    assert_eq!(
+        gid,
+        uid_gid(package::GROUP, "-g"),
+        "result not in group vmnetprobe"
+    );
+
+    // 2. zabbix_agentd, as zabbix with the default Timeout, runs the installed
+    //    UserParameter (the operator's edit: target and external address) and gets the
+    //    same probe: no second run in the guests.
+    let userparam = s.write(
+        "etc/userparameter_vmnetprobe.conf",
+        &shipped("zabbix/userparameter_vmnetprobe.conf").replace(SHIPPED_EXTERNAL, &shared),
+    );
+    let port = free_low_port();
+    let mut agent = zabbix_agent(&s, port, &userparam, ZABBIX_USER);
+    let got = zabbix_get(port, "vmnetprobe.report");
+    agent.stop();
+    let doc: Value = serde_json::from_str(&got).unwrap_or_else(|e| {
+        panic!(
+            "zabbix_get did not return JSON ({e}): {got}\n{}",
+            agent.log()
+        )
+    });
+    assert_eq!(doc["cached"], json!(true), "{doc}");
+    assert_eq!(
+        doc["timestamp_ns"], stored["report"]["timestamp_ns"],
+        "{doc}"
+    );
+    assert_eq!(common::vm(&doc, "lab")["code"], "ok", "{doc}");
+    let (_, uid_after, _) = stored_result(&probe.socket).unwrap();
+    assert_eq!(
+        uid_after, uid,
+        "the Zabbix run probed again instead of sharing"
+    );
+}
+
+#[test]
+fn a_consumer_user_outside_the_group_is_told_the_fix() {
+    if !real("group", &["zabbix_agentd", "zabbix_get"]) {
+        return;
+    }
+    let probe = Probe::start();
+    let s = Scratch::new("group");
+    // An agent running as a user the operator did not add to group vmnetprobe.
+    let args = format!(
+        "--socket {} --external {} --min-interval 10m",
+        probe.socket_arg("lab"),
+        probe.external
+    );
+    let userparam = s.write(
+        "etc/userparameter_vmnetprobe.conf",
+        &shipped("zabbix/userparameter_vmnetprobe.conf").replace(SHIPPED_EXTERNAL, &args),
+    );
+    let port = free_low_port();
+    let mut agent = zabbix_agent(&s, port, &userparam, "nobody");
+    let got = zabbix_get(port, "vmnetprobe.report");
+    agent.stop();
+    assert!(
+        got.contains(&format!(
+            "state directory {} is not writable by user nobody: add it to group {} (adduser nobody {})",
+            package::STATE_DIR,
+            package::GROUP,
+            package::GROUP
+        )),
+        "Zabbix shows: {got}\n{}",
+        agent.log()
+    );
+
+    // A member whose process started before it joined (no supplementary group yet).
+    let out = common::run_command(
+        Command::new("setpriv").args([
+            &format!("--reuid={ZABBIX_USER}"),
+            &format!("--regid={ZABBIX_USER}"),
+            "--clear-groups",
+            package::PLUGIN,
+            "--socket",
+            &probe.socket_arg("lab"),
+            "--external",
+            &probe.external.to_string(),
+        ]),
+        Duration::from_secs(30),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert_eq!(
+        stdout.trim_end(),
+        format!(
+            "VMNETPROBE UNKNOWN - state directory {} is not writable by user {ZABBIX_USER}: \
+             {ZABBIX_USER} is in group {}, but this process is not: restart the service that \
+             runs vmnetprobe; or pass --state-dir DIR or --no-state",
+            package::STATE_DIR,
+            package::GROUP
+        )
+    );
 }

@@ -10,10 +10,6 @@ use super::{Code, ServiceState, Verdict};
 use crate::report::VmReport;
 use std::time::Duration;
 
-/// The default `--grace`: long enough for a typical Linux or Windows guest
-/// to start its agent (evidence: ~100 s before guest-exec works).
-pub const DEFAULT_GRACE: &str = "120s";
-
 /// Agent findings that mean "not up yet" (rather than "not there at all"):
 /// the channel is not connected, or the agent did not answer.
 const NOT_UP_YET: &[Code] = &[

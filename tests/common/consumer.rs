@@ -8,13 +8,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Where installed plugins expect the binary; tests replace it.
-pub const SHIPPED_BIN: &str = "/usr/local/bin/vmnetprobe";
+/// The binary the shipped Zabbix, Telegraf and Prometheus files run (the package's).
+pub const SHIPPED_BIN: &str = super::package::BIN;
 /// The placeholder external address in the shipped files; tests replace it.
 pub const SHIPPED_EXTERNAL: &str = "--external 192.0.2.1";
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A shipped file as the package installed it (see [`super::package::installed_file`]):
+/// what the consumer tests configure their consumers with.
+pub fn shipped(rel: &str) -> String {
+    super::package::installed_file(rel)
 }
 
 pub fn plugin_file(rel: &str) -> String {
@@ -39,6 +45,8 @@ pub fn real(test: &str, tools: &[&str]) -> bool {
     let missing: Vec<&str> = tools
         .iter()
         .copied()
+        // The package under test is built, installed and used as the consumers' users.
+        .chain(["cargo-deb", "dpkg", "usermod", "setpriv"])
         .filter(|tool| {
             if tool.starts_with('/') {
                 !Path::new(tool).exists()

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod consumer;
+pub mod package;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -350,6 +351,16 @@ pub fn run_limited(program: &str, args: &[&str]) -> Output {
 
 /// Runs `cmd` (fed `stdin`) with the same hard limit as [`vmnetprobe`].
 pub fn run_with_limit(mut cmd: Command, stdin: Option<&[u8]>, what: &str) -> Output {
+    run_within(&mut cmd, stdin, what, Duration::from_secs(60))
+}
+
+/// Runs `cmd` (stdin closed, output captured) with the hard limit `limit`.
+pub fn run_command(cmd: &mut Command, limit: Duration) -> Output {
+    let what = format!("{cmd:?}");
+    run_within(cmd, None, &what, limit)
+}
+
+fn run_within(cmd: &mut Command, stdin: Option<&[u8]>, what: &str, limit: Duration) -> Output {
     use std::io::Write;
     let mut child = cmd
         .stdin(if stdin.is_some() {
@@ -370,11 +381,11 @@ pub fn run_with_limit(mut cmd: Command, stdin: Option<&[u8]>, what: &str) -> Out
     std::thread::spawn(move || {
         let _ = sender.send(child.wait_with_output());
     });
-    match receiver.recv_timeout(Duration::from_secs(60)) {
+    match receiver.recv_timeout(limit) {
         Ok(out) => out.expect("output"),
         Err(_) => {
             let _ = Command::new("kill").args(["-9", &pid]).status();
-            panic!("{what} did not finish within 60 s");
+            panic!("{what} did not finish within {limit:?}");
         }
     }
 }
