@@ -17,7 +17,7 @@ Installed as /usr/lib/nagios/plugins/check_vmnetprobe (a symlink), it runs \
 `vmnetprobe nagios`. The package's state directory /var/cache/vmnetprobe \
 belongs to group vmnetprobe: add the monitoring users to it (and to libvirt), \
 e.g. `adduser nagios vmnetprobe`. Examples for Nagios, Icinga 2, Zabbix, \
-Telegraf and Grafana: /usr/share/vmnetprobe/.";
+Telegraf, Prometheus and Grafana: /usr/share/vmnetprobe/.";
 
 /// The default `--grace`: long enough for a typical Linux or Windows guest
 /// to start its agent (evidence: ~100 s before guest-exec works).
@@ -298,7 +298,15 @@ mod tests {
 
     #[test]
     fn every_subcommand_has_version_and_help() {
-        for sub in ["nagios", "zabbix", "telegraf", "status", "discover"] {
+        for sub in [
+            "nagios",
+            "zabbix",
+            "telegraf",
+            "prometheus",
+            "serve",
+            "status",
+            "discover",
+        ] {
             for flag in ["-V", "--version"] {
                 let e = Args::try_parse_from(["vmnetprobe", sub, flag]).unwrap_err();
                 assert_eq!(

@@ -390,7 +390,9 @@ fn is_root() -> bool {
 }
 
 /// Runs vmnetprobe as `nobody`: root can open any socket, so permission
-/// errors only show for an unprivileged user.
+/// errors only show for an unprivileged user. With `--no-state`: where the
+/// package is installed, nobody may not use its state directory (that case
+/// is tests/consumers.rs `a_consumer_user_outside_the_group_is_told_the_fix`).
 fn run_as_nobody(args: &[&str]) -> Output {
     let mut full = vec![
         "--reuid=65534".to_string(),
@@ -399,6 +401,7 @@ fn run_as_nobody(args: &[&str]) -> Output {
         common::bin().display().to_string(),
     ];
     full.extend(args.iter().map(|a| a.to_string()));
+    full.push("--no-state".into());
     let child = Command::new("setpriv")
         .args(&full)
         .env("HOME", "/nonexistent")
