@@ -417,6 +417,14 @@ impl<'c> VmProbe<'c> {
         }
     }
 
+    /// [`Self::check_frozen`] with this run's `guest-info`.
+    fn frozen_since(&mut self, agent: &mut Agent<'_>) -> Result<bool, AgentError> {
+        match self.info.clone() {
+            Some(info) => self.check_frozen(agent, &info),
+            None => Ok(false),
+        }
+    }
+
     /// A frozen agent explains the agent and every check (nothing could be
     /// asked), except what the host knows by itself (a link down).
     fn mark_frozen(&mut self) {
@@ -889,6 +897,12 @@ impl<'c> VmProbe<'c> {
             match result {
                 Ok(pid) => started.push((slot, target, pid)),
                 Err(StartError::Fatal(e)) => return Err(e),
+                // guest-info said exec was on: frozen since? (asked once)
+                Err(StartError::Finding(Finding::ExecDisabled))
+                    if started.is_empty() && !self.frozen && self.frozen_since(agent)? =>
+                {
+                    return Ok(());
+                }
                 Err(StartError::Finding(f)) => self.settle(slot, f),
             }
         }

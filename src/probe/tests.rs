@@ -1031,3 +1031,40 @@ fn a_confined_agent_that_refuses_ping_is_exec_denied_with_the_hint() {
         }
     }
 }
+
+#[test]
+fn exec_refused_after_guest_info_asks_whether_the_guest_froze_meanwhile() {
+    let mut commands = linux_commands(true);
+    commands.push(("guest-fsfreeze-status", true));
+    let disabled = AgentError::Disabled {
+        command: "guest-exec".into(),
+    };
+    let transport = FakeTransport::new()
+        .reply("guest-info", guest_info("7.2.22", &commands))
+        .reply("guest-get-osinfo", json!({"id": "debian"}))
+        .reply("guest-network-get-interfaces", interfaces())
+        .fail("guest-exec", disabled)
+        .reply("guest-fsfreeze-status", json!("frozen"));
+    let calls = transport.calls();
+    let target = target_with(
+        transport,
+        vec![NicConfig {
+            mac: MAC.into(),
+            network_addresses: vec![("192.0.2.1".parse().unwrap(), 24)],
+            ..NicConfig::default()
+        }],
+    );
+    let vm = probe_vm(&target, &cfg(), Instant::now() + Duration::from_secs(5));
+    assert_eq!(
+        (vm.verdict.state, vm.verdict.code),
+        (ServiceState::Warning, Code::Frozen),
+        "{vm:?}"
+    );
+    let asked = calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(c, _)| c == "guest-fsfreeze-status")
+        .count();
+    assert_eq!(asked, 1);
+}
