@@ -7,7 +7,7 @@
 //! ```xml
 //! <metadata>
 //!   <vmnetprobe:probe xmlns:vmnetprobe="urn:vmnetprobe:metadata:1">
-//!     <vmnetprobe:maintenance>kernel update, CHG-1234</vmnetprobe:maintenance>
+//!     <vmnetprobe:maintenance until="2026-12-03T06:00:00Z">kernel update, CHG-1234</vmnetprobe:maintenance>
 //!     <vmnetprobe:external>198.51.100.7</vmnetprobe:external>
 //!     <vmnetprobe:nic mac="52:54:00:aa:bb:01" type="external"/>
 //!   </vmnetprobe:probe>
@@ -74,6 +74,15 @@ fn parse_settings(root: roxmltree::Node<'_, '_>) -> Result<VmSettings, String> {
         let text = || one_line(child.text().unwrap_or(""), MAX_NOTE);
         match child.tag_name().name() {
             "maintenance" if settings.maintenance.is_none() => {
+                if let Some(until) = child.attribute("until") {
+                    let parsed = humantime::parse_rfc3339_weak(until.trim()).map_err(|_| {
+                        invalid(format!(
+                            "<maintenance until=\"{}\"> is not a time like 2026-12-03T06:00:00Z",
+                            one_line(until, 40)
+                        ))
+                    })?;
+                    settings.maintenance_until = Some(parsed);
+                }
                 settings.maintenance = Some(text());
             }
             "external" if settings.external.is_none() => {
@@ -202,6 +211,27 @@ mod tests {
             })
             .collect();
         assert!(parse(&ours(&many)).unwrap_err().contains("more than 64"));
+    }
+
+    #[test]
+    fn maintenance_until_ends_by_itself() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let got = parse(&ours(
+            "<v:maintenance until=\"2026-12-03T06:00:00Z\">disk swap</v:maintenance>",
+        ))
+        .unwrap();
+        let until = UNIX_EPOCH + Duration::from_secs(1_796_277_600);
+        assert_eq!(got.maintenance_until, Some(until));
+        assert_eq!(
+            got.maintenance_at(until - Duration::from_secs(1))
+                .as_deref(),
+            Some("disk swap, until 2026-12-03T06:00:00Z")
+        );
+        assert_eq!(got.maintenance_at(until), None, "over: probed as usual");
+        let bare = parse(&ours("<v:maintenance/>")).unwrap();
+        assert_eq!(bare.maintenance_at(until).as_deref(), Some(""));
+        let err = parse(&ours("<v:maintenance until=\"tomorrow\"/>")).unwrap_err();
+        assert!(err.contains("until=\"tomorrow\""), "{err}");
     }
 
     #[test]

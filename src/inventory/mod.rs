@@ -135,10 +135,32 @@ pub struct VmSettings {
     /// In maintenance, with the operator's note (may be empty): reported,
     /// never alerting, nothing asked of the guest.
     pub maintenance: Option<String>,
+    /// When the maintenance ends by itself (`until="…"`, RFC 3339): a
+    /// forgotten switch does not silence a VM for good.
+    pub maintenance_until: Option<std::time::SystemTime>,
     /// Pinged instead of `--external` from this VM.
     pub external: Option<IpAddr>,
     /// NIC type by MAC, over `--external-network`.
     pub nic_kinds: Vec<(String, NicKind)>,
+}
+
+impl VmSettings {
+    /// The maintenance note while maintenance is on at `now`, with its end.
+    pub fn maintenance_at(&self, now: std::time::SystemTime) -> Option<String> {
+        let note = self.maintenance.as_ref()?;
+        let Some(until) = self.maintenance_until else {
+            return Some(note.clone());
+        };
+        if now >= until {
+            return None;
+        }
+        let until = humantime::format_rfc3339_seconds(until);
+        Some(if note.is_empty() {
+            format!("until {until}")
+        } else {
+            format!("{note}, until {until}")
+        })
+    }
 }
 
 /// One VM to probe.

@@ -321,15 +321,14 @@ impl<'c> VmProbe<'c> {
         // The host's word comes first, and none of these asks the guest
         // anything: a VM in maintenance or paused keeps what was learned
         // about its agent.
+        let maintenance = target
+            .settings
+            .as_ref()
+            .ok()
+            .and_then(|s| s.maintenance_at(std::time::SystemTime::now()));
         let host_says = match (&target.settings, target.lifecycle) {
             (Err(reason), _) => Some(Finding::SettingsInvalid(reason.clone())),
-            (
-                Ok(VmSettings {
-                    maintenance: Some(note),
-                    ..
-                }),
-                _,
-            ) => Some(Finding::Maintenance(note.clone())),
+            (Ok(_), _) if maintenance.is_some() => maintenance.map(Finding::Maintenance),
             (Ok(_), Lifecycle::Paused(why)) => Some(Finding::Paused(why)),
             (Ok(_), Lifecycle::Migrating) => Some(Finding::Migrating(None)),
             _ => None,

@@ -1068,3 +1068,32 @@ fn exec_refused_after_guest_info_asks_whether_the_guest_froze_meanwhile() {
         .count();
     assert_eq!(asked, 1);
 }
+
+#[test]
+fn maintenance_that_has_ended_is_probed_as_usual() {
+    use std::time::{Duration as D, SystemTime};
+    let nics = vec![NicConfig {
+        mac: MAC.into(),
+        ..NicConfig::default()
+    }];
+    for (until, want) in [
+        (SystemTime::now() - D::from_secs(60), Code::Ok),
+        (SystemTime::now() + D::from_secs(3600), Code::Maintenance),
+    ] {
+        let mut target = target_with(linux_guest(true, all_ok), nics.clone());
+        target.settings = Ok(VmSettings {
+            maintenance: Some("disk swap".into()),
+            maintenance_until: Some(until),
+            ..VmSettings::default()
+        });
+        let vm = probe_vm(&target, &cfg(), Instant::now() + Duration::from_secs(5));
+        assert_eq!(vm.verdict.code, want, "{vm:?}");
+        if want == Code::Maintenance {
+            assert!(
+                vm.verdict.reason.contains("disk swap, until 20"),
+                "{}",
+                vm.verdict.reason
+            );
+        }
+    }
+}
