@@ -112,9 +112,19 @@ fn install_remove_purge_leave_only_what_debian_keeps() {
         dpkg_ok(&["-P", package::NAME]);
     }
     let _ = std::fs::remove_dir_all(package::STATE_DIR);
+    // What a root run before the package leaves: root:root 0750, root's files.
+    std::fs::create_dir(package::STATE_DIR).unwrap();
+    std::fs::set_permissions(package::STATE_DIR, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let old_file = Path::new(package::STATE_DIR).join("vms.json");
+    std::fs::write(&old_file, "{}").unwrap();
 
-    // 1. Install: every file, the plugin symlink, the man page, the state directory.
+    // 1. Install: every file, the plugin symlink, the man page, the state directory
+    //    (root's leftovers, which the group could not read, gone).
     dpkg_ok(&["-i", deb.to_str().unwrap()]);
+    assert!(
+        !old_file.exists(),
+        "postinst kept a file the group cannot use"
+    );
     for f in &files {
         assert!(
             f.symlink_metadata().is_ok(),
@@ -145,7 +155,11 @@ fn install_remove_purge_leave_only_what_debian_keeps() {
     dpkg_ok(&["-i", deb.to_str().unwrap()]);
     let dir = std::fs::metadata(package::STATE_DIR).unwrap();
     assert_eq!(dir.permissions().mode() & 0o7777, 0o2770);
-    std::fs::write(Path::new(package::STATE_DIR).join("probe.json"), "{}").unwrap();
+    // The group's own files survive a reinstall.
+    let kept = Path::new(package::STATE_DIR).join("probe.json");
+    std::fs::write(&kept, "{}").unwrap();
+    dpkg_ok(&["-i", deb.to_str().unwrap()]);
+    assert!(kept.exists(), "a reinstall dropped the group's state");
 
     // 2. Remove: the files go; the cache stays until purge.
     dpkg_ok(&["-r", package::NAME]);
