@@ -249,6 +249,10 @@ fn probe_with_memory(config: &Config, targets: Vec<VmTarget>, deadline: Instant)
         // Re-read under the lock: other runs may have written meanwhile.
         let mut store = VmStore::load(dir);
         let mut learned = book.take_learned();
+        let source = match &config.source {
+            Source::Libvirt { uri } => format!("libvirt:{}", crate::config::redact_uri(uri)),
+            Source::Sockets { .. } => "sockets".to_string(),
+        };
         // Smoothed on a copy: it stands only if the streaks it counted are kept.
         let mut smoothed = vms.clone();
         for vm in &mut smoothed {
@@ -258,6 +262,7 @@ fn probe_with_memory(config: &Config, targets: Vec<VmTarget>, deadline: Instant)
             let entry = store.vms.entry(key.clone()).or_default();
             entry.name = vm.name.clone();
             entry.seen_ms = now;
+            entry.source.clone_from(&source);
             entry.started_ms = starts.get(key).copied().flatten();
             match learned.remove(key) {
                 Some(FactUpdate::Store(facts)) => entry.facts = Some(facts),
@@ -270,6 +275,12 @@ fn probe_with_memory(config: &Config, targets: Vec<VmTarget>, deadline: Instant)
             } else {
                 entry.streaks.clear();
             }
+        }
+        // libvirt lists every VM it runs: the others are gone. (A socket
+        // list is not the host's whole: a VM per Nagios service is common.)
+        if config.domains.is_empty() && matches!(config.source, Source::Libvirt { .. }) {
+            let listed: Vec<&String> = keys.values().collect();
+            store.forget_unlisted(&source, &listed);
         }
         store.prune(now);
         let saved = match lock {

@@ -25,6 +25,8 @@ pub const VMS_LOCK: &str = "vms";
 /// this long even when nothing else changed (a route changed in the guest
 /// without its addresses changing).
 pub const ROUTE_TTL: Duration = Duration::from_secs(600);
+/// At most this many VMs are kept (the least recently seen go first).
+pub const MAX_STORED_VMS: usize = 4096;
 /// VMs not probed for this long are forgotten.
 pub const FORGET_AFTER: Duration = Duration::from_secs(30 * 24 * 3600);
 const FORMAT_VERSION: u32 = 1;
@@ -52,8 +54,10 @@ pub fn vm_key(name: &str, uuid: Option<&str>, socket: Option<&std::path::Path>) 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentFacts {
     pub version: String,
-    /// `guest-info`'s command list (name → enabled) when learned.
-    pub commands: BTreeMap<String, bool>,
+    /// [`commands_fingerprint`] of `guest-info`'s command list when
+    /// learned: the list itself can be 4096 names long.
+    #[serde(default, rename = "commands_fingerprint")]
+    pub commands: u64,
     /// Linux or Windows (an unknown OS is never cached).
     pub os: GuestOs,
     /// The Linux ping binary that worked.
@@ -97,6 +101,10 @@ pub struct VmState {
     pub streaks: BTreeMap<String, u32>,
     #[serde(default)]
     pub seen_ms: u64,
+    /// Where the VM was listed (`libvirt:URI`); a full listing of that
+    /// source drops the VMs it no longer has.
+    #[serde(default)]
+    pub source: String,
 }
 
 /// The content of [`VMS_FILE`].
@@ -123,11 +131,43 @@ impl VmStore {
             .unwrap_or_default()
     }
 
-    /// Drops VMs not seen for [`FORGET_AFTER`].
+    /// Drops VMs not seen for [`FORGET_AFTER`], VMs whose agent socket is
+    /// gone, and the least recently seen beyond [`MAX_STORED_VMS`], so the
+    /// file follows the VMs that exist, not every VM ever seen.
     pub fn prune(&mut self, now_ms: u64) {
         let limit = u64::try_from(FORGET_AFTER.as_millis()).unwrap_or(u64::MAX);
+        self.vms.retain(|key, vm| {
+            let socket_gone = key
+                .strip_prefix("socket:")
+                .is_some_and(|path| std::fs::symlink_metadata(path).is_err());
+            now_ms.saturating_sub(vm.seen_ms) < limit && !socket_gone
+        });
+        if self.vms.len() > MAX_STORED_VMS {
+            let mut seen: Vec<u64> = self.vms.values().map(|vm| vm.seen_ms).collect();
+            seen.sort_unstable_by(|a, b| b.cmp(a));
+            let cutoff = seen[MAX_STORED_VMS - 1];
+            self.vms.retain(|_, vm| vm.seen_ms >= cutoff);
+            // Ties at the cutoff: drop by key order until within the cap.
+            while self.vms.len() > MAX_STORED_VMS {
+                let Some(key) = self
+                    .vms
+                    .iter()
+                    .find(|(_, vm)| vm.seen_ms == cutoff)
+                    .map(|(k, _)| k.clone())
+                else {
+                    break;
+                };
+                self.vms.remove(&key);
+            }
+        }
+    }
+
+    /// After a listing of every VM of `source`: drops that source's VMs
+    /// that were not listed (deleted, or no longer running: their facts
+    /// would not survive a restart anyway).
+    pub fn forget_unlisted(&mut self, source: &str, listed: &[&String]) {
         self.vms
-            .retain(|_, vm| now_ms.saturating_sub(vm.seen_ms) < limit);
+            .retain(|key, vm| vm.source != source || listed.contains(&key));
     }
 }
 
@@ -194,6 +234,15 @@ pub struct StoredResult {
     pub report: Report,
 }
 
+/// A fingerprint of `guest-info`'s command list (name → enabled).
+pub fn commands_fingerprint(commands: &BTreeMap<String, bool>) -> u64 {
+    let text: String = commands
+        .iter()
+        .map(|(name, on)| format!("{name}={}\n", u8::from(*on)))
+        .collect();
+    fingerprint(&text)
+}
+
 /// File and lock name for a selection key: `result-<hash>`.
 pub fn result_name(key: &str) -> String {
     format!("result-{:016x}", fingerprint(key))
@@ -255,6 +304,43 @@ mod tests {
     }
 
     #[test]
+    fn gone_vms_and_the_oldest_beyond_the_cap_are_dropped() {
+        let mut store = VmStore::default();
+        for i in 0..(MAX_STORED_VMS as u64 + 10) {
+            store.vms.insert(
+                format!("uuid:{i}"),
+                VmState {
+                    seen_ms: 1_000 + i,
+                    source: "libvirt:a".into(),
+                    ..VmState::default()
+                },
+            );
+        }
+        store.vms.insert(
+            "socket:/nonexistent/vmnetprobe/1.qga".into(),
+            VmState {
+                seen_ms: 1_000_000,
+                ..VmState::default()
+            },
+        );
+        store.prune(2_000_000);
+        assert_eq!(store.vms.len(), MAX_STORED_VMS);
+        assert!(!store.vms.contains_key("uuid:0"), "the oldest go first");
+        assert!(!store.vms.keys().any(|k| k.starts_with("socket:")));
+        let listed = "uuid:4100".to_string();
+        store.vms.insert(
+            "uuid:other-host".into(),
+            VmState {
+                source: "libvirt:b".into(),
+                ..VmState::default()
+            },
+        );
+        store.forget_unlisted("libvirt:a", &[&listed]);
+        let keys: Vec<&String> = store.vms.keys().collect();
+        assert_eq!(keys, ["uuid:4100", "uuid:other-host"]);
+    }
+
+    #[test]
     fn the_store_survives_a_round_trip() {
         let mut store = VmStore::default();
         store.vms.insert(
@@ -263,7 +349,7 @@ mod tests {
                 name: "vm1".into(),
                 facts: Some(AgentFacts {
                     version: "7.2.22".into(),
-                    commands: [("guest-exec".to_string(), true)].into(),
+                    commands: 42,
                     os: GuestOs::Windows,
                     ping_path: Some("/bin/ping".into()),
                     routes: Some(RouteMemo {
@@ -283,6 +369,7 @@ mod tests {
                 started_ms: Some(7),
                 streaks: [("nic:x".to_string(), 2)].into(),
                 seen_ms: 9,
+                source: "libvirt:qemu:///system".into(),
             },
         );
         let text = serde_json::to_string(&store).unwrap();

@@ -414,3 +414,53 @@ fn a_password_in_the_connect_uri_is_never_printed_or_stored() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The state file follows the VMs libvirt runs: after a full listing the
+/// VMs it no longer has are dropped (a cloud host churns through
+/// thousands a month). Against libvirt's own test driver.
+#[test]
+fn the_state_file_keeps_only_the_vms_libvirt_still_runs() {
+    let dir = std::env::temp_dir().join(format!("vmnp-field-churn-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("state dir");
+    let gone: serde_json::Map<String, Value> = (0..1200)
+        .map(|i| {
+            let vm = serde_json::json!({"name": format!("old{i}"), "seen_ms": 1_790_000_000_000u64 + i,
+                "source": "libvirt:test:///default"});
+            (format!("uuid:00000000-0000-0000-0000-{i:012}"), vm)
+        })
+        .collect();
+    let elsewhere =
+        serde_json::json!({"name": "x", "seen_ms": 1_790_000_000_000u64, "source": "sockets"});
+    let mut vms = gone;
+    vms.insert("socket:/run/other.qga".into(), elsewhere);
+    std::fs::write(
+        dir.join("vms.json"),
+        serde_json::json!({"format": 1, "vms": vms}).to_string(),
+    )
+    .expect("seed");
+    let state = dir.to_string_lossy().into_owned();
+    let out = vmnetprobe(&[
+        "status",
+        "--json",
+        "--connect",
+        "test:///default",
+        "--external",
+        "198.51.100.1",
+        "--state-dir",
+        &state,
+        "-t",
+        "5s",
+    ]);
+    assert_eq!(vm(&json_of(&out), "test")["code"], "no_agent_channel");
+    let text = std::fs::read_to_string(dir.join("vms.json")).expect("vms.json");
+    let doc: Value = serde_json::from_str(&text).expect("json");
+    let keys: Vec<&String> = doc["vms"].as_object().expect("vms").keys().collect();
+    // The test driver's one running domain; the socket entry's file is gone too.
+    assert_eq!(
+        keys,
+        ["uuid:6695eb01-f6a4-8304-79aa-97f2502e193f"],
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

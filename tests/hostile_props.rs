@@ -17,8 +17,9 @@ use vmnetprobe::output::{
 };
 use vmnetprobe::probe::ping;
 use vmnetprobe::qga::protocol::{
-    parse_exec_pid, ExecStatus, GuestInfo, GuestInterface, OsInfo, Route, MAX_EXEC_OUTPUT_B64,
-    MAX_LIST_LEN, MAX_TEXT_LEN,
+    parse_exec_pid, ExecStatus, GuestInfo, GuestInterface, OsInfo, Route, MAX_ADDRESSES,
+    MAX_DEFAULT_ROUTES, MAX_EXEC_OUTPUT_B64, MAX_GUEST_NICS, MAX_LIST_LEN, MAX_PER_MAC,
+    MAX_TEXT_LEN,
 };
 use vmnetprobe::report::{
     AgentReport, GatewaySource, GuestOs, NicKind, NicReport, Report, TargetReport, Thresholds,
@@ -170,8 +171,9 @@ fn check_parsers(reply: &Value) -> Result<(), TestCaseError> {
             prop_assert!(bounded_line(text), "{text:?}");
         }
     }
-    if let Ok(list) = GuestInterface::parse_list(reply) {
-        prop_assert!(list.len() <= MAX_LIST_LEN);
+    if let Ok(list) = GuestInterface::parse_text(&reply.to_string(), &[]) {
+        let list = list.kept;
+        prop_assert!(list.len() <= MAX_GUEST_NICS * MAX_PER_MAC);
         for iface in &list {
             prop_assert!(bounded_line(&iface.name), "{:?}", iface.name);
             if let Some(mac) = &iface.mac {
@@ -185,15 +187,15 @@ fn check_parsers(reply: &Value) -> Result<(), TestCaseError> {
                     "{mac}"
                 );
             }
-            prop_assert!(iface.ips.len() <= MAX_LIST_LEN);
+            prop_assert!(iface.ips.len() <= MAX_ADDRESSES);
             for (addr, prefix) in &iface.ips {
                 let max = if addr.is_ipv4() { 32 } else { 128 };
                 prop_assert!(*prefix <= max, "{addr}/{prefix}");
             }
         }
     }
-    if let Ok(routes) = Route::parse_list(reply) {
-        prop_assert!(routes.len() <= MAX_LIST_LEN);
+    if let Ok(routes) = Route::parse_text(&reply.to_string()) {
+        prop_assert!(routes.len() <= MAX_DEFAULT_ROUTES);
         for route in &routes {
             prop_assert!(bounded_line(&route.iface));
             prop_assert!(route.default_gateway.is_none_or(|g| !g.is_unspecified()));

@@ -11,7 +11,9 @@ pub mod stop;
 
 use crate::cache::{now_ms, AgentFacts, FactBook, FactUpdate, RouteEntry, RouteMemo, ROUTE_TTL};
 use crate::inventory::{ChannelState, Lifecycle, NicConfig, VmSettings, VmTarget};
-use crate::qga::{Agent, AgentError, AgentTransport, FreezeStatus, GuestInfo, GuestInterface};
+use crate::qga::{
+    protocol, Agent, AgentError, AgentTransport, FreezeStatus, GuestInfo, GuestInterface, RawReply,
+};
 use crate::report::{
     AgentReport, GatewaySource, GuestOs, NicKind, NicReport, TargetReport, VmReport,
 };
@@ -63,11 +65,6 @@ impl Default for ProbeConfig {
 /// Time granted to a ping beyond its own timeout: agent round trips, and
 /// fork/exec in slow (emulated) guests.
 const PING_GRACE: Duration = Duration::from_secs(2);
-const ZERO_MAC: &str = "00:00:00:00:00:00";
-
-/// Guest interfaces kept per MAC: a bridge, a bond or VLANs over a NIC
-/// share its MAC.
-const MAX_CANDIDATES: usize = 16;
 
 /// A NIC while its probe is under way.
 struct NicProbe {
@@ -161,12 +158,12 @@ struct CountingTransport<'t> {
 }
 
 impl AgentTransport for CountingTransport<'_> {
-    fn execute(
+    fn execute_raw(
         &mut self,
         command: &str,
         arguments: Option<&Value>,
         timeout: Duration,
-    ) -> Result<Value, AgentError> {
+    ) -> Result<RawReply, AgentError> {
         // After SIGTERM/SIGINT only the started pings are collected.
         if command != "guest-exec-status" && stop::requested() {
             self.interrupted = true;
@@ -181,7 +178,7 @@ impl AgentTransport for CountingTransport<'_> {
         let _lease = self.gate.enter(self.deadline);
         // Time spent at the gate comes out of this command's share.
         let timeout = timeout.min(self.deadline.saturating_duration_since(Instant::now()));
-        self.inner.execute(command, arguments, timeout)
+        self.inner.execute_raw(command, arguments, timeout)
     }
 }
 
@@ -215,6 +212,8 @@ struct VmProbe<'c> {
     routes: Option<RouteMemo>,
     agent_commands: u32,
     agent_execs: u32,
+    /// Guest interfaces left out by the bounds (socket mode).
+    dropped_interfaces: usize,
     /// Cut short by SIGTERM/SIGINT: the result is not the VM's own.
     interrupted: bool,
     /// `guest-fsfreeze-status` said "frozen".
@@ -278,6 +277,7 @@ impl<'c> VmProbe<'c> {
             routes: None,
             agent_commands: 0,
             agent_execs: 0,
+            dropped_interfaces: 0,
             interrupted: false,
             frozen: false,
         };
@@ -449,7 +449,7 @@ impl<'c> VmProbe<'c> {
         }
         let facts = AgentFacts {
             version: info.version.clone(),
-            commands: info.commands.clone(),
+            commands: crate::cache::commands_fingerprint(&info.commands),
             os: self.os,
             ping_path: self.ping_path.clone(),
             routes: self.routes.clone(),
@@ -471,7 +471,10 @@ impl<'c> VmProbe<'c> {
         self.known = match (&self.cfg.facts, &self.key) {
             (Some(book), Some(key)) => book
                 .known(key)
-                .filter(|f| f.version == info.version && f.commands == info.commands)
+                .filter(|f| {
+                    f.version == info.version
+                        && f.commands == crate::cache::commands_fingerprint(&info.commands)
+                })
                 .cloned(),
             _ => None,
         };
@@ -511,9 +514,13 @@ impl<'c> VmProbe<'c> {
         agent: &mut Agent<'_>,
         info: &GuestInfo,
     ) -> Result<(), AgentError> {
+        let host_macs: Vec<String> = self.nics.iter().map(|n| n.mac.clone()).collect();
         let interfaces = if info.supports("guest-network-get-interfaces") {
-            match agent.interfaces() {
-                Ok(list) => list,
+            match agent.interfaces(&host_macs) {
+                Ok(list) => {
+                    self.dropped_interfaces = list.dropped;
+                    list.kept
+                }
                 Err(e) if exec::is_session_fatal(&e) => return Err(e),
                 // Refused after guest-info listed it: frozen since?
                 Err(AgentError::Disabled { .. }) if self.check_frozen(agent, info)? => {
@@ -540,7 +547,6 @@ impl<'c> VmProbe<'c> {
             interfaces
                 .iter()
                 .filter(|g| g.mac.as_deref() == Some(mac))
-                .take(MAX_CANDIDATES)
                 .cloned()
                 .collect()
         };
@@ -549,7 +555,7 @@ impl<'c> VmProbe<'c> {
             let mut macs: Vec<&str> = interfaces
                 .iter()
                 .filter_map(|g| g.mac.as_deref())
-                .filter(|m| *m != ZERO_MAC)
+                .filter(|m| *m != protocol::ZERO_MAC)
                 .collect();
             macs.sort_unstable();
             macs.dedup();
@@ -1022,13 +1028,23 @@ impl<'c> VmProbe<'c> {
             }
         });
         let verdict = summarize(&self.agent, &nics, external.as_ref());
+        let mut agent = self.agent;
+        if self.dropped_interfaces > 0 {
+            // Bounded on purpose (memory), and said so.
+            agent.reason = format!(
+                "{}; {} more guest interfaces not checked (at most {} NICs)",
+                agent.reason,
+                self.dropped_interfaces,
+                protocol::MAX_GUEST_NICS
+            );
+        }
         VmReport {
             name: target.name.clone(),
             uuid: target.uuid.clone(),
             os: self.os,
             verdict,
             agent: AgentReport {
-                verdict: self.agent,
+                verdict: agent,
                 version: self.agent_version,
                 exec_enabled: self.exec_enabled,
             },

@@ -1097,3 +1097,27 @@ fn maintenance_that_has_ended_is_probed_as_usual() {
         }
     }
 }
+
+#[test]
+fn more_than_4096_guest_interfaces_keep_the_nic_that_matters() {
+    let mut list: Vec<Value> = (0..5000)
+        .map(|i| json!({"name": format!("veth{i}"), "hardware-address": format!("02:00:00:00:{:02x}:{:02x}", i / 256, i % 256)}))
+        .collect();
+    list.push(json!({"name": "eth0", "hardware-address": MAC,
+        "ip-addresses": [{"ip-address": "192.0.2.10", "prefix": 24}]}));
+    let guest = linux_guest_with(
+        true,
+        Value::Array(list),
+        "default via 192.0.2.1 dev eth0\n",
+        "",
+        all_ok,
+    );
+    let nic = NicConfig {
+        mac: MAC.into(),
+        ..NicConfig::default()
+    };
+    let target = target_with(guest, vec![nic]);
+    let vm = probe_vm(&target, &cfg(), Instant::now() + Duration::from_secs(5));
+    assert_eq!(vm.verdict.state, ServiceState::Ok, "{:?}", vm.verdict);
+    assert_eq!(vm.nics[0].name.as_deref(), Some("eth0"));
+}

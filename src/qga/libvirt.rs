@@ -75,12 +75,12 @@ fn map_error(command: &str, error: &Error) -> AgentError {
 }
 
 impl AgentTransport for LibvirtTransport {
-    fn execute(
+    fn execute_raw(
         &mut self,
         command: &str,
         arguments: Option<&Value>,
         timeout: Duration,
-    ) -> Result<Value, AgentError> {
+    ) -> Result<super::RawReply, AgentError> {
         let mut request = serde_json::json!({ "execute": command });
         if let (Some(args), Some(map)) = (arguments, request.as_object_mut()) {
             map.insert("arguments".into(), args.clone());
@@ -102,12 +102,14 @@ impl AgentTransport for LibvirtTransport {
                 "reply to {command} is too large"
             )));
         }
-        let mut parsed: Value = serde_json::from_str(&reply)
-            .map_err(|_| AgentError::Protocol(format!("reply to {command} is not JSON")))?;
-        match parsed.get_mut("return") {
-            Some(value) => Ok(value.take()),
-            None => Err(AgentError::Protocol(format!(
+        // libvirt turns agent errors into its own; what is left is a return.
+        match super::reply::split(reply) {
+            Some((_, super::reply::Reply::Return(raw))) => Ok(raw),
+            Some(_) => Err(AgentError::Protocol(format!(
                 "reply to {command} has no return"
+            ))),
+            None => Err(AgentError::Protocol(format!(
+                "reply to {command} is not JSON"
             ))),
         }
     }

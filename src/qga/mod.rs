@@ -5,26 +5,49 @@ pub mod fake;
 #[cfg(feature = "libvirt")]
 pub mod libvirt;
 pub mod protocol;
+pub mod reply;
 pub mod socket;
 
 use serde_json::Value;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-pub use protocol::{ExecStatus, FreezeStatus, GuestInfo, GuestInterface, OsInfo, Route};
+pub use protocol::{
+    ExecStatus, FreezeStatus, GuestInfo, GuestInterface, InterfaceList, OsInfo, Route,
+};
+pub use reply::RawReply;
 
 /// Sends one agent command and waits, at most `timeout`, for its reply.
 ///
 /// Implementations return the `return` member of the reply; agent-side
 /// `{"error": ...}` replies come back as [`AgentError`]. Only one command is
 /// ever in flight per transport.
+///
+/// Implement one of the two methods: real transports implement
+/// `execute_raw` (replies are walked as text, never built as a tree),
+/// scripted ones `execute`.
 pub trait AgentTransport: Send {
     fn execute(
         &mut self,
         command: &str,
         arguments: Option<&Value>,
         timeout: Duration,
-    ) -> Result<Value, AgentError>;
+    ) -> Result<Value, AgentError> {
+        self.execute_raw(command, arguments, timeout)?
+            .value()
+            .map_err(|_| AgentError::Protocol(format!("reply to {command} is not JSON")))
+    }
+
+    /// The `return` member as JSON text.
+    fn execute_raw(
+        &mut self,
+        command: &str,
+        arguments: Option<&Value>,
+        timeout: Duration,
+    ) -> Result<RawReply, AgentError> {
+        self.execute(command, arguments, timeout)
+            .map(|v| RawReply::from_value(&v))
+    }
 }
 
 /// Why an agent command did not produce a usable reply.
@@ -156,14 +179,24 @@ impl<'a> Agent<'a> {
     }
 
     fn call(&mut self, command: &str, arguments: Option<&Value>) -> Result<Value, AgentError> {
+        let timeout = self.timeout_for(command)?;
+        self.transport.execute(command, arguments, timeout)
+    }
+
+    /// As [`Agent::call`], the reply kept as text (for replies that may be big).
+    fn call_raw(&mut self, command: &str) -> Result<RawReply, AgentError> {
+        let timeout = self.timeout_for(command)?;
+        self.transport.execute_raw(command, None, timeout)
+    }
+
+    fn timeout_for(&self, command: &str) -> Result<Duration, AgentError> {
         let remaining = self.deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             return Err(AgentError::Timeout {
                 command: command.to_string(),
             });
         }
-        self.transport
-            .execute(command, arguments, remaining.min(self.command_timeout))
+        Ok(remaining.min(self.command_timeout))
     }
 
     pub fn ping(&mut self) -> Result<(), AgentError> {
@@ -180,14 +213,18 @@ impl<'a> Agent<'a> {
         OsInfo::parse(&reply).map_err(AgentError::Protocol)
     }
 
-    pub fn interfaces(&mut self) -> Result<Vec<GuestInterface>, AgentError> {
-        let reply = self.call("guest-network-get-interfaces", None)?;
-        GuestInterface::parse_list(&reply).map_err(AgentError::Protocol)
+    /// The guest's interfaces that can matter: with one of `host_macs`,
+    /// or (when empty, socket mode) a bounded number of NICs, those with
+    /// addresses first.
+    pub fn interfaces(&mut self, host_macs: &[String]) -> Result<InterfaceList, AgentError> {
+        let reply = self.call_raw("guest-network-get-interfaces")?;
+        GuestInterface::parse_text(reply.json(), host_macs).map_err(AgentError::Protocol)
     }
 
+    /// The guest's default routes.
     pub fn routes(&mut self) -> Result<Vec<Route>, AgentError> {
-        let reply = self.call("guest-network-get-route", None)?;
-        Route::parse_list(&reply).map_err(AgentError::Protocol)
+        let reply = self.call_raw("guest-network-get-route")?;
+        Route::parse_text(reply.json()).map_err(AgentError::Protocol)
     }
 
     pub fn fsfreeze_status(&mut self) -> Result<FreezeStatus, AgentError> {

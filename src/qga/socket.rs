@@ -7,6 +7,7 @@
 //! agent's parser), discard everything up to the agent's 0xFF sentinel, then
 //! require our own random id back. Every read is bounded in size and time.
 
+use super::reply::{self, BigReplySlot, RawReply, Reply, BIG_REPLIES, BIG_REPLY};
 use super::{classify_agent_error, AgentError, AgentTransport};
 use serde_json::Value;
 use std::io::{ErrorKind, Read, Write};
@@ -24,6 +25,8 @@ const READ_SLICE: Duration = Duration::from_millis(100);
 pub struct SocketTransport {
     stream: UnixStream,
     buffer: Vec<u8>,
+    /// The big-reply budget slot held while a large reply is buffered.
+    slot: Option<BigReplySlot>,
     next_id: u64,
     /// Set after a timeout or protocol error: re-sync before the next command.
     needs_sync: bool,
@@ -147,6 +150,7 @@ impl SocketTransport {
         let mut transport = SocketTransport {
             stream,
             buffer: Vec::new(),
+            slot: None,
             next_id: fresh_id(),
             needs_sync: true,
         };
@@ -206,6 +210,18 @@ impl SocketTransport {
                     ))
                 }
                 Ok(n) => {
+                    if self.buffer.len() + n > BIG_REPLY && self.slot.is_none() {
+                        // Waits (bytes stay in the kernel) until few enough
+                        // big replies are buffered; room for the largest
+                        // reply is reserved once, so growing never copies.
+                        self.slot = Some(BIG_REPLIES.acquire(deadline).ok_or_else(|| {
+                            AgentError::Timeout {
+                                command: command.into(),
+                            }
+                        })?);
+                        self.buffer
+                            .reserve(MAX_REPLY_BYTES + chunk.len() - self.buffer.len());
+                    }
                     self.buffer.extend_from_slice(&chunk[..n]);
                     return Ok(());
                 }
@@ -223,8 +239,11 @@ impl SocketTransport {
         loop {
             if let Some(pos) = self.buffer[scanned..].iter().position(|b| *b == b'\n') {
                 let end = scanned + pos;
-                let line = self.buffer[..end].to_vec();
-                self.buffer.drain(..=end);
+                // The line keeps the (possibly big) allocation; only what
+                // follows it is copied.
+                let rest = self.buffer.split_off(end + 1);
+                let mut line = std::mem::replace(&mut self.buffer, rest);
+                line.truncate(end);
                 return Ok(line);
             }
             scanned = self.buffer.len();
@@ -291,7 +310,7 @@ impl SocketTransport {
         command: &str,
         arguments: Option<&Value>,
         deadline: Instant,
-    ) -> Result<Value, AgentError> {
+    ) -> Result<RawReply, AgentError> {
         if self.needs_sync {
             self.sync(deadline)?;
         }
@@ -306,45 +325,50 @@ impl SocketTransport {
         bytes.push(b'\n');
         self.write_all(&bytes, deadline, command)?;
         loop {
-            let line = self.read_line(deadline, command)?;
-            let line = line.strip_prefix(&[SENTINEL]).unwrap_or(&line);
+            let mut line = self.read_line(deadline, command)?;
+            let slot = self.slot.take();
+            if line.first() == Some(&SENTINEL) {
+                line.remove(0);
+            }
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let reply: Value = serde_json::from_slice(line)
-                .map_err(|_| AgentError::Protocol(format!("reply to {command} is not JSON")))?;
+            let not_json = || AgentError::Protocol(format!("reply to {command} is not JSON"));
+            let text = String::from_utf8(line).map_err(|_| not_json())?;
+            let (echoed, reply) = reply::split(text).ok_or_else(not_json)?;
             // The agent echoes our id; another id is a stale reply to a
             // command we gave up on.
-            if let Some(echoed) = reply.get("id") {
-                if echoed.as_u64() != Some(id) {
-                    continue;
+            if echoed.is_some_and(|e| e != Some(id)) {
+                continue;
+            }
+            return match reply {
+                Reply::Return(raw) => Ok(raw.with_slot(slot)),
+                Reply::Error { class, desc } => {
+                    Err(classify_agent_error(command, class.as_deref(), &desc))
                 }
-            }
-            if let Some(value) = reply.get("return") {
-                return Ok(value.clone());
-            }
-            if let Some(error) = reply.get("error") {
-                let class = error.get("class").and_then(Value::as_str);
-                let desc = error.get("desc").and_then(Value::as_str).unwrap_or("");
-                return Err(classify_agent_error(command, class, desc));
-            }
-            return Err(AgentError::Protocol(format!(
-                "reply to {command} has neither return nor error"
-            )));
+                // Asynchronous events are no reply to anything.
+                Reply::Event => continue,
+                Reply::Neither => Err(AgentError::Protocol(format!(
+                    "reply to {command} has neither return nor error"
+                ))),
+            };
         }
     }
 }
 
 impl AgentTransport for SocketTransport {
-    fn execute(
+    fn execute_raw(
         &mut self,
         command: &str,
         arguments: Option<&Value>,
         timeout: Duration,
-    ) -> Result<Value, AgentError> {
+    ) -> Result<RawReply, AgentError> {
         let result = self.exchange(command, arguments, Instant::now() + timeout);
         if let Err(AgentError::Timeout { .. } | AgentError::Protocol(_)) = &result {
             self.needs_sync = true;
+        }
+        if self.buffer.len() <= BIG_REPLY {
+            self.slot = None;
         }
         result
     }
@@ -359,6 +383,7 @@ mod tests {
         SocketTransport {
             stream,
             buffer: Vec::new(),
+            slot: None,
             next_id: 7,
             needs_sync: true,
         }

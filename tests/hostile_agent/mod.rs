@@ -81,6 +81,32 @@ pub enum Mode {
     WindowsLiar,
     /// guest-exec hands out the same pid for every program.
     PidReuse,
+    /// A healthy guest whose guest-network-get-interfaces is a valid
+    /// ~3.7 MB document (under the 4 MiB cap): eth0, then 4000 more
+    /// interfaces with 12 addresses each.
+    BigValid,
+}
+
+/// The [`Mode::BigValid`] interface list as JSON text, built once.
+fn big_valid_interfaces() -> &'static str {
+    static REPLY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    REPLY.get_or_init(|| {
+        let mut list = vec![
+            json!({"name": "lo", "hardware-address": "00:00:00:00:00:00",
+                "ip-addresses": [{"ip-address": "127.0.0.1", "ip-address-type": "ipv4", "prefix": 8}]}),
+            json!({"name": "eth0", "hardware-address": "52:54:00:00:00:01",
+                "ip-addresses": [{"ip-address": "192.0.2.10", "ip-address-type": "ipv4", "prefix": 24}]}),
+        ];
+        for i in 0..4000u32 {
+            let addrs: Vec<Value> = (0..12u32)
+                .map(|j| json!({"ip-address": format!("10.{}.{}.{j}", i / 256, i % 256), "ip-address-type": "ipv4", "prefix": 24}))
+                .collect();
+            list.push(json!({"name": format!("veth{i:05}"),
+                "hardware-address": format!("02:00:00:{:02x}:{:02x}:01", i / 256, i % 256),
+                "ip-addresses": addrs}));
+        }
+        Value::Array(list).to_string()
+    })
 }
 
 /// One `guest-exec` as the agent received it.
@@ -199,6 +225,8 @@ enum Action {
     Raw(Vec<u8>),
     Drip(Vec<u8>),
     Huge,
+    /// The [`Mode::BigValid`] interface list, with the request's id.
+    BigValid,
     Nothing,
 }
 
@@ -273,6 +301,14 @@ fn serve(stream: UnixStream, mode: Mode, calls: &Mutex<Vec<ExecCall>>, huge: &At
                 out.extend(wrap(json!({"error": {"class": class, "desc": desc}})))
             }
             Action::Raw(bytes) => out.extend(bytes),
+            Action::BigValid => {
+                out.extend_from_slice(b"{\"return\": ");
+                out.extend_from_slice(big_valid_interfaces().as_bytes());
+                if let Some(id) = &reply_id {
+                    out.extend_from_slice(format!(", \"id\": {id}").as_bytes());
+                }
+                out.extend_from_slice(b"}\n");
+            }
             Action::Nothing => {}
             Action::Drip(bytes) => {
                 out.extend(bytes);
@@ -468,6 +504,7 @@ impl Session<'_> {
                 "name": "Debian GNU/Linux", "kernel-release": "6.1.0-50-cloud-amd64",
                 "pretty-name": "Debian GNU/Linux 12 (bookworm)", "id": "debian", "machine": "x86_64"})),
             "guest-network-get-interfaces" if self.mode == Mode::Huge => Action::Huge,
+            "guest-network-get-interfaces" if self.mode == Mode::BigValid => Action::BigValid,
             "guest-network-get-interfaces" => Action::Reply(self.interfaces()),
             "guest-network-get-route" if !self.windows() => Action::Reply(self.routes()),
             "guest-exec" => self.exec(arguments),
