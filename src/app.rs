@@ -411,20 +411,46 @@ pub fn config_error(
     }
 }
 
-/// Telegraf `inputs.execd` with `signal = "STDIN"`: one batch per line read,
-/// flushed at once; returns at end of input (Telegraf stopping).
+/// Telegraf `inputs.execd` with `signal = "STDIN"`: one batch per request
+/// line, flushed at once; returns at end of input (Telegraf stopping).
+/// Lines that queued up while a probe ran are answered by one batch, and
+/// a line that is not UTF-8 is noise, not a request.
 pub fn run_execd(
     command: &Command,
     config: &Config,
-    input: &mut dyn BufRead,
+    input: Box<dyn BufRead + Send>,
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if input.read_line(&mut line)? == 0 {
-            return Ok(());
+    let (requests, incoming) = std::sync::mpsc::channel::<()>();
+    // A thread reads, so requests queue while a probe runs.
+    std::thread::spawn(move || {
+        let mut input = input;
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match input.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) if std::str::from_utf8(&line).is_err() => continue,
+                Ok(_) => {
+                    if requests.send(()).is_err() {
+                        return;
+                    }
+                }
+            }
         }
+    });
+    loop {
+        match incoming.recv_timeout(Duration::from_millis(100)) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if crate::probe::stop::requested() {
+                    return Ok(());
+                }
+                continue;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+        }
+        while incoming.try_recv().is_ok() {}
         let report = collect(config);
         out.write_all(render(command, &report).text.as_bytes())?;
         out.flush()?;

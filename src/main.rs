@@ -64,10 +64,9 @@ fn main() -> ExitCode {
         return ExitCode::from(vmnetprobe::serve::serve(listen, config));
     }
     if let Command::Telegraf { execd: true, .. } = args.command {
-        let stdin = std::io::stdin();
-        let mut input = stdin.lock();
+        let input = Box::new(std::io::BufReader::new(std::io::stdin()));
         let mut stdout = std::io::stdout().lock();
-        return match app::run_execd(&args.command, &config, &mut input, &mut stdout) {
+        return match app::run_execd(&args.command, &config, input, &mut stdout) {
             Ok(()) => ExitCode::SUCCESS,
             Err(_) => ExitCode::from(1),
         };

@@ -464,3 +464,46 @@ fn the_state_file_keeps_only_the_vms_libvirt_still_runs() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn telegraf_execd_skips_a_non_utf8_line_and_answers_queued_lines_with_one_batch() {
+    if !common::require_real("telegraf_execd_skips_a_non_utf8_line") {
+        return;
+    }
+    // Each probe takes ~2 s (the external never answers): the three lines
+    // written meanwhile queue up and get one batch.
+    let lab = AgentLab::start(LabOptions::default());
+    let socket = lab.socket_arg("guest");
+    let unreachable = lab.unreachable.to_string();
+    let out = common::vmnetprobe_with_stdin_steps(
+        &[
+            "telegraf",
+            "--execd",
+            "--socket",
+            &socket,
+            "--external",
+            &unreachable,
+            "--ping-timeout",
+            "2s",
+            "--grace",
+            "0",
+            "--no-state",
+        ],
+        &[
+            (std::time::Duration::ZERO, b"\xff\xfe not UTF-8\n\n"),
+            (std::time::Duration::from_millis(500), b"\n\n\n"),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    let batches = text
+        .lines()
+        .filter(|l| l.starts_with("vmnetprobe_run"))
+        .count();
+    assert_eq!(batches, 2, "{text}");
+}

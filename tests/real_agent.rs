@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{stdout, vm, vmnetprobe, vmnetprobe_with_stdin, AgentLab, LabOptions};
+use common::{stdout, vm, vmnetprobe, vmnetprobe_with_stdin_steps, AgentLab, LabOptions};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -300,7 +300,7 @@ fn telegraf_execd_emits_one_batch_per_stdin_line() {
     }
     let lab = AgentLab::start(LabOptions::default());
     let ext = lab.external.to_string();
-    let out = vmnetprobe_with_stdin(
+    let out = vmnetprobe_with_stdin_steps(
         &[
             "telegraf",
             "--execd",
@@ -309,7 +309,11 @@ fn telegraf_execd_emits_one_batch_per_stdin_line() {
             "--external",
             &ext,
         ],
-        Some(b"\n\n"),
+        // Apart: lines queued while a probe runs are answered by one batch.
+        &[
+            (Duration::ZERO, b"\n"),
+            (Duration::from_millis(1500), b"\n"),
+        ],
     );
     assert_eq!(out.status.code(), Some(0));
     let text = stdout(&out);

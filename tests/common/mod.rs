@@ -335,6 +335,43 @@ pub fn vmnetprobe(args: &[&str]) -> Output {
     vmnetprobe_with_stdin(args, None)
 }
 
+/// Runs vmnetprobe feeding its stdin in steps, each `(pause before, bytes)`;
+/// stdin is closed after the last. The same hard limit as [`vmnetprobe`].
+pub fn vmnetprobe_with_stdin_steps(args: &[&str], steps: &[(Duration, &[u8])]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run vmnetprobe");
+    let mut pipe = child.stdin.take().expect("stdin pipe");
+    let steps: Vec<(Duration, Vec<u8>)> = steps.iter().map(|(d, b)| (*d, b.to_vec())).collect();
+    let writer = std::thread::spawn(move || {
+        for (pause, bytes) in steps {
+            std::thread::sleep(pause);
+            if pipe.write_all(&bytes).is_err() {
+                return;
+            }
+        }
+    });
+    let pid = child.id().to_string();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(child.wait_with_output());
+    });
+    let out = match receiver.recv_timeout(Duration::from_secs(60)) {
+        Ok(out) => out.expect("vmnetprobe output"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid]).status();
+            panic!("vmnetprobe {args:?} did not finish within 60 s");
+        }
+    };
+    let _ = writer.join();
+    out
+}
+
 pub fn vmnetprobe_with_stdin(args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut cmd = Command::new(bin());
     cmd.args(args);
