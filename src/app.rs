@@ -9,6 +9,7 @@ use crate::inventory::started;
 use crate::inventory::{Inventory, InventoryError, VmTarget};
 use crate::output::{self, Rendered};
 use crate::probe::runner::{probe_all, render_margin};
+use crate::qga::protocol::without_format_chars;
 use crate::report::{Report, VmReport};
 use crate::statedir::{LockError, StateDir};
 use crate::verdict::{debounce, grace};
@@ -168,10 +169,15 @@ fn probe_run(config: &Config, started: Instant) -> Report {
     let deadline = started + config.timeout;
     let timestamp_ns = now_ns();
     let listed = inventory_for(&config.source).and_then(|inv| inv.list(&config.domains));
-    let (vms, fatal) = match listed {
+    let (mut vms, fatal) = match listed {
         Ok(targets) => (probe_with_memory(config, targets, deadline), None),
-        Err(e) => (Vec::new(), Some(e.to_string())),
+        Err(e) => (Vec::new(), Some(without_format_chars(&e.to_string()))),
     };
+    // Names come from the host, not the guest, but may still hide a bidi
+    // override: shown without (the probe used the real name).
+    for vm in &mut vms {
+        vm.name = without_format_chars(&vm.name);
+    }
     if config.verbose > 0 {
         for vm in &vms {
             eprintln!(

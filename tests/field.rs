@@ -507,3 +507,25 @@ fn telegraf_execd_skips_a_non_utf8_line_and_answers_queued_lines_with_one_batch(
         .count();
     assert_eq!(batches, 2, "{text}");
 }
+
+#[test]
+fn ping_denied_names_the_real_cause_not_the_first_stderr_line() {
+    if !common::require_real("ping_denied_names_the_real_cause") {
+        return;
+    }
+    // As an unprivileged or confined ping prints it, after a warning.
+    let lab = AgentLab::start(LabOptions {
+        ping_wrapper: Some(
+            "#!/bin/sh\necho 'ping: WARNING: capability cap_net_raw not set, trying ICMP sockets' >&2\necho 'ping: socket: Operation not permitted' >&2\nexit 2\n".into(),
+        ),
+        ..LabOptions::default()
+    });
+    let external = lab.external.to_string();
+    let doc = status(&lab, &["--external", &external]);
+    let (guest, nic) = only_nic(&doc);
+    assert_eq!(nic["code"], "ping_denied", "{guest}");
+    assert_eq!(
+        nic["reason"], "ping not permitted in the guest: ping: socket: Operation not permitted",
+        "{guest}"
+    );
+}

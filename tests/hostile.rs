@@ -163,6 +163,10 @@ fn check_output(output: &str, run: &Run, expect: &Expect) {
         "{output}: stderr must stay empty: {}",
         run.stderr()
     );
+    assert!(
+        !text.chars().any(hostile_agent::is_hidden_format),
+        "{output}: an invisible format character reached the output: {text:?}"
+    );
     match output {
         "nagios" => {
             let nagios = check_nagios(&text).unwrap_or_else(|e| panic!("nagios: {e}\n{text}"));
@@ -556,6 +560,36 @@ fn two_vms_with_one_name_are_both_reported() {
     }
     drop(agents);
     let _ = std::fs::remove_dir_all(&base);
+}
+
+/// Agents (and QMP-speaking proxies) may send asynchronous `{"event": ...}`
+/// lines; one before each reply is skipped, not a protocol error.
+#[test]
+fn an_event_line_before_a_reply_is_skipped() {
+    let events = FakeAgent::start(Mode::Events);
+    let sockets = [events.socket_arg("good")];
+    let sources = flag_each("--socket", &sockets);
+    let run = run_one_output(&["status", "--json"], &sources, &StateDir::new());
+    check_good_vm(vm(&json("status-json", &run), "good"));
+}
+
+/// A VM name (from the host, not the guest) carrying a bidi override or a
+/// zero-width character: every output shows the name without them.
+#[test]
+fn invisible_format_characters_in_a_vm_name_never_reach_the_output() {
+    let good = FakeAgent::start(Mode::Normal);
+    let sockets = [good.socket_arg("web\u{202e}gpj.exe\u{200b}")];
+    let sources = flag_each("--socket", &sockets);
+    let state = StateDir::new();
+    for (output, mode) in OUTPUTS {
+        let run = run_one_output(mode, &sources, &state);
+        let text = run.stdout();
+        assert!(
+            !text.chars().any(hostile_agent::is_hidden_format),
+            "{output}: {text:?}"
+        );
+        assert!(text.contains("webgpj.exe"), "{output}: {text}");
+    }
 }
 
 #[test]

@@ -40,9 +40,10 @@ fn exit_code_for(report: &Report) -> u8 {
 
 /// Text that came from a guest, libvirt or the user, made safe for a
 /// one-line slot: every control character (newline, CR, tab, ...) becomes a
-/// space.
+/// space, invisible format characters (bidi overrides) go.
 fn one_line(text: &str) -> String {
     text.chars()
+        .filter(|c| !crate::qga::protocol::is_format_char(*c))
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
 }

@@ -148,9 +148,15 @@ pub fn has_reply_line(stdout: &str) -> bool {
     })
 }
 
-fn looks_denied(text: &str) -> bool {
-    let lower = text.to_ascii_lowercase();
-    lower.contains("operation not permitted") || lower.contains("permission denied")
+/// The line that says ping was not allowed to run (not the first line:
+/// warnings such as iputils' capability notes may come before it).
+fn denied_line(text: &str) -> Option<String> {
+    text.lines()
+        .find(|l| {
+            let lower = l.to_ascii_lowercase();
+            lower.contains("operation not permitted") || lower.contains("permission denied")
+        })
+        .map(|l| one_line(l.trim(), 120))
 }
 
 /// What a finished Linux ping (iputils or busybox) says about `target`.
@@ -168,18 +174,20 @@ pub fn classify_linux(target: PingTarget, status: &ExecStatus) -> Finding {
             "ping exited 0 but printed no reply line, cannot tell whether the target answered"
                 .into(),
         ),
-        Some(126) => Finding::PingDenied(if err.is_empty() {
-            "exit code 126".into()
-        } else {
-            err
-        }),
+        Some(126) => {
+            Finding::PingDenied(denied_line(&status.stderr).unwrap_or(if err.is_empty() {
+                "exit code 126".into()
+            } else {
+                err
+            }))
+        }
         Some(127) => Finding::PingMissing,
         Some(code @ (1 | 2)) => {
             if status.stderr.contains("Network is unreachable") {
                 return Finding::Unreachable(target, "no route".into());
             }
-            if looks_denied(&status.stderr) {
-                return Finding::PingDenied(err);
+            if let Some(cause) = denied_line(&status.stderr) {
+                return Finding::PingDenied(cause);
             }
             if status.stdout.contains("packets transmitted") {
                 let detail = if status.stdout.contains("Unreachable") {
@@ -378,6 +386,15 @@ mod tests {
         assert_eq!(
             classify_linux(gw(), &status(1, "", "ping: bad address 'x'\n")),
             Finding::PingError("ping: bad address 'x'".into())
+        );
+    }
+
+    #[test]
+    fn ping_denied_names_the_line_that_says_so() {
+        let stderr = "ping: WARNING: your kernel is veeery old. No problems.\nping: socket: Operation not permitted\n";
+        assert_eq!(
+            classify_linux(gw(), &status(2, "", stderr)),
+            Finding::PingDenied("ping: socket: Operation not permitted".into())
         );
     }
 

@@ -15,12 +15,31 @@ pub const MAX_TEXT_LEN: usize = 256;
 /// Captured output of one guest command, base64 as sent. A ping prints < 1 KiB.
 pub const MAX_EXEC_OUTPUT_B64: usize = 256 * 1024;
 
-/// Collapses control characters and whitespace runs to one space and cuts the
-/// text to `max` characters, so guest text can go into a one-line reason.
+/// Unicode format characters: invisible, yet they reorder or hide the
+/// text around them (U+202E RIGHT-TO-LEFT OVERRIDE makes `exe.gpj` read
+/// `jpg.exe`; zero-width characters make two names look equal). Never shown.
+pub fn is_format_char(c: char) -> bool {
+    matches!(c,
+        '\u{ad}' | '\u{61c}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206f}' | '\u{feff}' | '\u{fff9}'..='\u{fffb}'
+        | '\u{e0001}' | '\u{e0020}'..='\u{e007f}')
+}
+
+/// `text` without [`is_format_char`] characters (host-side names).
+pub fn without_format_chars(text: &str) -> String {
+    text.chars().filter(|c| !is_format_char(*c)).collect()
+}
+
+/// Collapses control characters and whitespace runs to one space, drops
+/// format characters, and cuts the text to `max` characters, so guest text
+/// can go into a one-line reason.
 pub fn one_line(text: &str, max: usize) -> String {
     let mut out = String::new();
     let mut pending_space = false;
     for c in text.chars() {
+        if is_format_char(c) {
+            continue;
+        }
         if c.is_whitespace() || c.is_control() {
             pending_space = !out.is_empty();
             continue;
@@ -656,6 +675,7 @@ mod tests {
         assert_eq!(one_line("  a\r\n b\t", 10), "a b");
         assert_eq!(one_line("abcdef", 3), "abc…");
         assert_eq!(one_line("", 3), "");
+        assert_eq!(one_line("a\u{202e}b\u{200b}c\u{feff}", 10), "abc");
     }
 
     #[test]

@@ -37,7 +37,14 @@ const PARSE_ERROR: &[u8] =
 /// Non-JSON bytes: NUL, invalid UTF-8, an unterminated object, terminal escapes.
 const GARBAGE: &[u8] = b"\x00\x01\xfe\xc3\x28 {{{ \"return\": \x1b[31mnot json ]]\n";
 /// Text a hostile guest puts where names, addresses and messages go.
-pub const NASTY: &str = "|x'y=z,w\n$(reboot) `id`; rm -rf / \"q\" \\ \u{2028}\u{85}\t";
+pub const NASTY: &str =
+    "|x'y=z,w\n$(reboot) `id`; rm -rf / \"q\" \\ \u{2028}\u{85}\t\u{202e}1.2.3.4\u{200b}\u{2066}\u{feff}";
+
+/// Invisible characters that reorder or hide the text around them (bidi
+/// overrides and isolates, zero-width characters, BOM): never in output.
+pub fn is_hidden_format(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+}
 
 const SENTINEL: u8 = 0xFF;
 
@@ -81,6 +88,9 @@ pub enum Mode {
     WindowsLiar,
     /// guest-exec hands out the same pid for every program.
     PidReuse,
+    /// A healthy guest that sends an unrelated `{"event": ...}` line before
+    /// every reply.
+    Events,
     /// A healthy guest whose guest-network-get-interfaces is a valid
     /// ~3.7 MB document (under the 4 MiB cap): eth0, then 4000 more
     /// interfaces with 12 addresses each.
@@ -265,6 +275,11 @@ fn serve(stream: UnixStream, mode: Mode, calls: &Mutex<Vec<ExecCall>>, huge: &At
         let mut out = Vec::new();
         if sentinels > 0 {
             out.extend_from_slice(PARSE_ERROR);
+        }
+        if mode == Mode::Events {
+            out.extend_from_slice(
+                b"{\"event\": \"GUEST_PANICKED\", \"data\": {}, \"timestamp\": {\"seconds\": 1, \"microseconds\": 2}}\n",
+            );
         }
         let request: Value = match serde_json::from_slice(&line[sentinels..]) {
             Ok(v) => v,
