@@ -1821,6 +1821,16 @@ fn stored_result(socket: &Path) -> Option<(Value, u32, u32)> {
         })
 }
 
+/// The operator's one edit of the installed UserParameter file: the placeholder
+/// external address replaced by the real one (here: the lab's, with its target).
+fn operator_edit(shipped: &str, args: &str) -> String {
+    assert!(
+        shipped.contains(SHIPPED_EXTERNAL),
+        "the shipped file no longer has the placeholder {SHIPPED_EXTERNAL:?}"
+    );
+    shipped.replace(SHIPPED_EXTERNAL, args)
+}
+
 fn uid_gid(user_or_group: &str, flag: &str) -> u32 {
     sh(&format!(
         "id {flag} {user_or_group} 2>/dev/null || getent group {user_or_group} | cut -d: -f3"
@@ -1903,7 +1913,7 @@ fn nagios_and_zabbix_share_one_probe_through_the_package_state_dir() {
     //    same probe: no second run in the guests.
     let userparam = s.write(
         "etc/userparameter_vmnetprobe.conf",
-        &shipped("zabbix/userparameter_vmnetprobe.conf").replace(SHIPPED_EXTERNAL, &shared),
+        &operator_edit(&shipped("zabbix/userparameter_vmnetprobe.conf"), &shared),
     );
     let port = free_low_port();
     let mut agent = zabbix_agent(&s, port, &userparam, ZABBIX_USER);
@@ -1943,7 +1953,7 @@ fn a_consumer_user_outside_the_group_is_told_the_fix() {
     );
     let userparam = s.write(
         "etc/userparameter_vmnetprobe.conf",
-        &shipped("zabbix/userparameter_vmnetprobe.conf").replace(SHIPPED_EXTERNAL, &args),
+        &operator_edit(&shipped("zabbix/userparameter_vmnetprobe.conf"), &args),
     );
     let port = free_low_port();
     let mut agent = zabbix_agent(&s, port, &userparam, "nobody");
