@@ -405,7 +405,7 @@ fn prometheus_reads_back_serve_and_the_textfile_as_status_json() {
         .iter()
         .filter_map(|r| r["name"].as_str())
         .collect();
-    assert_eq!(names.len(), 5, "{rules}");
+    assert_eq!(names.len(), 6, "{rules}");
     // The README's Grafana queries all return data.
     let readme = plugin_file("prometheus/README.md");
     let block = readme
@@ -436,7 +436,7 @@ fn alert_rules_fire_in_promtool_unit_tests() {
         "rules",
         "vmnetprobe-alerts.yml",
     ]));
-    assert!(out.contains("SUCCESS: 5 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 6 rules found"), "{out}");
     let out = run_ok(Command::new("promtool").current_dir(&dir).args([
         "test",
         "rules",

@@ -103,6 +103,13 @@ fn fixed_decimal(value: f64, max_decimals: usize) -> Option<String> {
     Some(text)
 }
 
+/// Whether the VM's guest agent answered this run: a frozen agent did (it
+/// only refuses the checks); one not asked (maintenance, paused,
+/// migrating) or failing did not.
+fn agent_up(agent: &Verdict) -> bool {
+    matches!(agent.code, Code::Ok | Code::Frozen)
+}
+
 /// Whether a pinged address answered: `Some(true)` for a reply (with or
 /// without an RTT), `Some(false)` for "unreachable", `None` when no ping
 /// result exists (not pinged, exec disabled, ping missing or failed).

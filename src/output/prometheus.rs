@@ -15,11 +15,11 @@
 //! timestamps in textfiles. A value that is unknown is left out, never
 //! written as NaN.
 
-use super::{exit_code_for, fixed_decimal, one_line, reachable, Rendered};
+use super::{agent_up, exit_code_for, fixed_decimal, one_line, reachable, Rendered};
 use crate::report::{
     AgentReport, NicReport, Report, StateCounts, TargetReport, Thresholds, VmReport,
 };
-use crate::verdict::{Code, ServiceState, Verdict};
+use crate::verdict::{ServiceState, Verdict};
 use std::collections::HashSet;
 use std::fmt::Write as _;
 
@@ -314,7 +314,7 @@ impl Families {
         self.vm_duration.add(&id, seconds(Some(*duration_ms)));
         self.vm_commands.add(&id, u64::from(*agent_commands));
         self.vm_execs.add(&id, u64::from(*agent_execs));
-        self.agent_up.add(&id, Some(agent_verdict.code == Code::Ok));
+        self.agent_up.add(&id, Some(agent_up(agent_verdict)));
         self.agent_exec.add(&id, *exec_enabled);
         let mut sorted: Vec<&NicReport> = nics.iter().collect();
         sorted.sort_by(|a, b| a.mac.cmp(&b.mac));

@@ -3,11 +3,10 @@
 //! values made storable by InfluxDB 1.x, stable field types, one timestamp
 //! (the start of the run) on every line.
 
-use super::{cut_unique, one_line, reachable, truncate_chars, Rendered};
+use super::{agent_up, cut_unique, one_line, reachable, truncate_chars, Rendered};
 use crate::report::{
     AgentReport, NicReport, Report, StateCounts, TargetReport, Thresholds, VmReport,
 };
-use crate::verdict::Code;
 use crate::verdict::Verdict;
 use std::collections::BTreeMap;
 
@@ -96,11 +95,7 @@ fn vm_points(vm: &VmReport) -> Vec<Point> {
         .string("state", state.as_str())
         .string("code", code.as_str())
         .string("reason", reason)
-        // A frozen agent answered; it only refuses the checks.
-        .bool(
-            "agent_up",
-            Some(matches!(agent_verdict.code, Code::Ok | Code::Frozen)),
-        )
+        .bool("agent_up", Some(agent_up(agent_verdict)))
         .float("duration_ms", Some(*duration_ms))
         .int("agent_commands", *agent_commands)
         .int("agent_execs", *agent_execs)
