@@ -269,6 +269,14 @@ impl StateDir {
     /// and removes temp files that runs which died mid-write left behind.
     pub fn write<T: Serialize>(&self, name: &str, value: &T) -> std::io::Result<()> {
         let data = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+        // A file too large to be read back would lose its content unseen.
+        if data.len() as u64 > MAX_FILE_BYTES {
+            return Err(invalid(format!(
+                "{name} would be {} bytes, more than {} MiB",
+                data.len(),
+                MAX_FILE_BYTES / (1024 * 1024)
+            )));
+        }
         self.remove_stale_temps(name);
         write_atomically(&self.path, name, &data, FILE_MODE)
     }
@@ -563,6 +571,17 @@ mod tests {
         std::os::unix::fs::chown(&dir, Some(65534), None).expect("chown dir");
         let e = StateDir::explicit(&dir).unwrap_err();
         assert!(e.contains("owned by uid 65534"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_file_too_large_to_read_back_is_not_written() {
+        let dir = temp_dir("toolarge");
+        let state = StateDir::explicit(&dir).expect("usable");
+        let big = "x".repeat(MAX_FILE_BYTES as usize);
+        let e = state.write("big.json", &big).unwrap_err();
+        assert!(e.to_string().contains("more than 16 MiB"), "{e}");
+        assert!(!dir.join("big.json").exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

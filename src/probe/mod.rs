@@ -82,6 +82,9 @@ struct NicProbe {
     finding: Option<Finding>,
 }
 
+/// NICs a VM may have for its gateways to be remembered between runs.
+const MAX_MEMO_NICS: usize = 16;
+
 /// How much an interface looks like the one carrying traffic: a routable
 /// address beats a link-local one beats none.
 fn address_rank(iface: &GuestInterface) -> u8 {
@@ -609,7 +612,10 @@ impl<'c> VmProbe<'c> {
             } else {
                 false
             };
-            self.routes = found.then(|| self.route_memo(now_ms()));
+            // A VM with many NICs reads its routes every run instead: its
+            // memo would make the state file grow with NICs, not VMs.
+            let small = self.nics.iter().filter(|n| n.guest.is_some()).count() <= MAX_MEMO_NICS;
+            self.routes = (found && small).then(|| self.route_memo(now_ms()));
         }
         for nic in &mut self.nics {
             if nic.gateway.is_some() {
