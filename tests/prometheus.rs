@@ -41,9 +41,9 @@ const ODD_NAMES: &[&str] = &[
 ];
 const GONE: &str = "gone01";
 
-/// The ExecStart argv of a shipped unit, localized.
+/// The ExecStart argv of a unit as the package installed it, localized.
 fn exec_start(unit: &str, bin: &Path, external: &str) -> Vec<String> {
-    let text = localize(&plugin_file(&format!("prometheus/{unit}")), bin, external);
+    let text = localize(&shipped(&format!("prometheus/{unit}")), bin, external);
     let line = text
         .lines()
         .find_map(|l| l.strip_prefix("ExecStart="))
@@ -249,7 +249,9 @@ fn prometheus_reads_back_serve_and_the_textfile_as_status_json() {
     }
     let lab = common::AgentLab::start(common::LabOptions::default());
     let s = Scratch::new("prometheus");
-    let bin = common::bin();
+    // The package's binary, run as its units run it (root).
+    common::package::install();
+    let bin = PathBuf::from(common::package::BIN);
     // One probe for all: serve and the textfile run share the result that
     // status --json stored (same selection, --min-interval), so every value,
     // RTTs included, must be equal.
