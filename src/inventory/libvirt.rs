@@ -105,9 +105,10 @@ pub fn lifecycle_from_state(state: DomainState, reason: DomainStateReasonEnum) -
         // some drivers report for a running domain.
         DomainState::Running | DomainState::Blocked | DomainState::NoState => Lifecycle::Running,
         DomainState::PMSuspended => Lifecycle::Paused(PauseReason::GuestSuspended),
-        DomainState::Shutdown | DomainState::Shutoff | DomainState::Crashed => {
-            Lifecycle::NotRunning
-        }
+        // Active but stopped after a guest crash (on_crash='preserve'):
+        // a failure to report, not a VM to leave out.
+        DomainState::Crashed => Lifecycle::Paused(PauseReason::Crashed),
+        DomainState::Shutdown | DomainState::Shutoff => Lifecycle::NotRunning,
         DomainState::Paused => {
             let Enum::Known(DomainStateReason::Paused(Enum::Known(why))) = reason else {
                 return Lifecycle::Paused(PauseReason::Unknown);
@@ -462,11 +463,11 @@ mod tests {
             lifecycle_from_state(DomainState::PMSuspended, Enum::Unknown(0)),
             Lifecycle::Paused(PauseReason::GuestSuspended)
         );
-        for gone in [
-            DomainState::Shutdown,
-            DomainState::Shutoff,
-            DomainState::Crashed,
-        ] {
+        assert_eq!(
+            lifecycle_from_state(DomainState::Crashed, Enum::Unknown(0)),
+            Lifecycle::Paused(PauseReason::Crashed)
+        );
+        for gone in [DomainState::Shutdown, DomainState::Shutoff] {
             assert_eq!(
                 lifecycle_from_state(gone, Enum::Unknown(0)),
                 Lifecycle::NotRunning

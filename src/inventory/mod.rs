@@ -44,7 +44,8 @@ pub enum PauseReason {
     IoError,
     /// The watchdog device fired with action `pause`: the guest hung.
     Watchdog,
-    /// The guest panicked (`on_crash='preserve'`).
+    /// The guest crashed and the VM was kept (`on_crash='preserve'`, a
+    /// panic device with action pause).
     Crashed,
     /// libvirt paused it after one of its own operations failed.
     ApiError,
@@ -78,7 +79,7 @@ impl PauseReason {
             PauseReason::GuestSuspended => "suspended by the guest (power management)",
             PauseReason::IoError => "paused on a disk I/O error",
             PauseReason::Watchdog => "paused by its watchdog (guest hung)",
-            PauseReason::Crashed => "paused after a guest crash",
+            PauseReason::Crashed => "stopped after a guest crash",
             PauseReason::ApiError => "paused after a failed libvirt operation",
             PauseReason::PostcopyFailed => "paused: post-copy migration failed",
             PauseReason::Unknown => "paused (reason unknown)",
