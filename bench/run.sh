@@ -8,6 +8,7 @@
 # Then times `vmnetprobe zabbix --socket-glob` for every size, `vmnetprobe
 # serve` scrapes, the shell+socat baseline, and the floor (one bare guest-exec
 # + guest-exec-status of the same ping).
+# The router does not forward, so 203.0.113.1 is dropped silently.
 # Agents and the namespaces are removed on exit (by PID / name), also on ^C.
 #
 # Environment knobs (defaults in brackets):
@@ -18,7 +19,11 @@
 #   BIN [target/release/vmnetprobe, built here]      OUT [/tmp/vmnetprobe-bench]
 #   EXTRA_ARGS []            more vmnetprobe arguments (e.g. "-j 64")
 #   BIN_BEFORE []            a second build (e.g. before a change): A/B against BIN,
-#                            runs interleaved, at N=1 and the largest size
+#                            runs interleaved, at AB_SIZES [1 and the largest of SIZES]
+#   SCALE_SIZES [50 200 1000]  sizes for the host-scale scenarios (issue 11; "" = skip):
+#                            all healthy; external silently dropped (-t 2500ms); 10 % of
+#                            agents silent; 10 % of sockets never accept
+#   SCALE_RUNS [5]           timed runs per scenario and size
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BENCH=$ROOT/bench
@@ -33,6 +38,10 @@ EXTRA_ARGS=${EXTRA_ARGS:-}
 QEMU_GA=/usr/sbin/qemu-ga
 GATEWAY=192.0.2.1
 EXTERNAL=198.51.100.1
+# Routed to gw0, which does not forward: pings to it get no reply, silently.
+DROPPED=203.0.113.1
+SCALE_SIZES=${SCALE_SIZES-"50 200 1000"}
+SCALE_RUNS=${SCALE_RUNS:-5}
 
 die() { echo "bench: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "needs root (network namespace)"
@@ -45,7 +54,7 @@ if [ -z "${BIN:-}" ]; then
 fi
 [ -x "$BIN" ] || die "no binary $BIN"
 MAX=0
-for n in $SIZES $BASE_SIZES $SERVE_SIZES; do [ "$n" -gt "$MAX" ] && MAX=$n; done
+for n in $SIZES $BASE_SIZES $SERVE_SIZES $SCALE_SIZES; do [ "$n" -gt "$MAX" ] && MAX=$n; done
 
 NS=vmnp-bench-$$
 W=$(mktemp -d /tmp/vmnp-bench.XXXXXX)
@@ -84,8 +93,9 @@ ip -n "$NS-r" addr add "$EXTERNAL/32" dev lo
 ip -n "$NS" link set eth0 up
 ip -n "$NS-r" link set gw0 up
 ip -n "$NS" route add default via "$GATEWAY" dev eth0
+# No forwarding: DROPPED reaches gw0 and is dropped without an ICMP error.
+ip netns exec "$NS-r" sysctl -qw net.ipv4.ip_forward=0
 
-# --- agents --------------------------------------------------------------
 echo "starting $MAX qemu-ga in namespace $NS ($("$QEMU_GA" -V | head -n1))"
 for i in $(seq -f %03g 1 "$MAX"); do
     mkdir -p "$W/state/vm$i"
@@ -103,7 +113,7 @@ for i in $(seq -f %03g 1 "$MAX"); do
     done
 done
 # Per size, a directory holding the first N sockets (symlinks).
-for n in $SIZES $BASE_SIZES $SERVE_SIZES; do
+for n in $SIZES $BASE_SIZES $SERVE_SIZES $SCALE_SIZES; do
     d=$W/set$n
     [ -d "$d" ] && continue
     mkdir "$d"
@@ -170,7 +180,7 @@ fi
 # --- 4b. A/B against another build ----------------------------------------
 if [ -n "${BIN_BEFORE:-}" ]; then
     : >"$OUT/ab.txt"
-    for n in 1 ${SIZES##* }; do
+    for n in ${AB_SIZES:-1 ${SIZES##* }}; do
         echo "A/B N=$n (interleaved, $RUNS rounds):"
         python3 "$BENCH/compare.py" --glob "$W/set$n/*.sock" --external "$EXTERNAL" \
             --agents "$W/agents.pids" --rounds "$RUNS" before="$BIN_BEFORE" after="$BIN" | tee -a "$OUT/ab.txt"
@@ -191,6 +201,71 @@ for n in $SERVE_SIZES; do
             "${state[@]}" $EXTRA_ARGS)
         echo "serve N=$n $mode: $m" | tee -a "$OUT/serve.txt"
     done
+done
+
+# --- 4d. host-scale scenarios (issue 11) ---------------------------------
+# Broken sockets are named zz-*: sorted last, told apart in the checks.
+SCALE_ROWS=()
+if [ -n "$SCALE_SIZES" ]; then
+    bad=0
+    for n in $SCALE_SIZES; do [ $((n / 10)) -gt $bad ] && bad=$((n / 10)); done
+    mkdir -p "$W/silent" "$W/nacc"
+    silent=() nacc=()
+    for i in $(seq -f %03g 1 "$bad"); do
+        silent+=("$W/silent/zz-silent$i.sock"); nacc+=("$W/nacc/zz-noaccept$i.sock")
+    done
+    for mode in silent never-accept; do
+        if [ $mode = silent ]; then socks=("${silent[@]}"); else socks=("${nacc[@]}"); fi
+        python3 "$BENCH/silent.py" $mode "${socks[@]}" >"$W/$mode.ready" 2>"$W/$mode.log" &
+        PIDS+=($!)
+    done
+    deadline=$((SECONDS + 30))
+    until grep -q ready "$W/silent.ready" && grep -q ready "$W/never-accept.ready"; do
+        [ $SECONDS -lt $deadline ] || die "silent.py did not start: $(cat "$W"/*.log)"
+        sleep 0.1
+    done
+    for n in $SCALE_SIZES; do
+        k=$((n / 10))
+        for kind in sil nacc; do
+            d=$W/$kind$n; mkdir "$d"
+            for i in $(seq -f %03g 1 $((n - k))); do ln -s "$W/agents/vm$i.sock" "$d/vm$i.sock"; done
+            for i in $(seq -f %03g 1 "$k"); do
+                if [ $kind = sil ]; then ln -s "$W/silent/zz-silent$i.sock" "$d/"
+                else ln -s "$W/nacc/zz-noaccept$i.sock" "$d/"; fi
+            done
+        done
+    done
+fi
+# check_outage N FILE: every VM CRITICAL external_unreachable, its gateway OK.
+check_outage() {
+    jq -e --argjson n "$1" '(.vms | length) == $n and all(.vms[];
+        .state == "CRITICAL" and .external.code == "external_unreachable"
+        and all(.nics[]; .code == "ok"))' "$2" >/dev/null
+}
+# check_partial N FILE: zz-* UNKNOWN agent_timeout, all others OK with RTTs.
+check_partial() {
+    jq -e --argjson n "$1" '(.vms | length) == $n and all(.vms[];
+        if (.name | startswith("zz-")) then .state == "UNKNOWN" and .code == "agent_timeout"
+        else .state == "OK" and .external.rtt_ms != null end)' "$2" >/dev/null
+}
+scale_run() { # scale_run SCENARIO N DIR CHECK [args...]
+    local scenario=$1 n=$2 dir=$3 check=$4; shift 4
+    local m last=$W/scale-$scenario-$n.json ok=yes healthy
+    # shellcheck disable=SC2086
+    m=$(python3 "$BENCH/measure.py" --runs "$SCALE_RUNS" --agents "$W/agents.pids" \
+        --save-last "$last" -- "$BIN" zabbix --socket-glob "$dir/*.sock" $EXTRA_ARGS "$@")
+    $check "$n" "$last" || ok=NO
+    healthy=$(jq '[.vms[] | select(.name | startswith("zz-") | not) | .duration_ms] | sort
+        | if length == 0 then null else .[length / 2 | floor] end' "$last")
+    echo "scale $scenario N=$n: $m verdicts-as-expected=$ok healthy-VM-median-duration=${healthy}ms"
+    SCALE_ROWS+=("| $scenario | $n | $(jq -r .wall_ms <<<"$m") | $(jq -r .wall_max_ms <<<"$m") | $(jq -r .cpu_ms <<<"$m") | $(jq -r --argjson n "$n" '.cpu_ms / $n * 100 | round / 100' <<<"$m") | $(jq -r '.maxrss_kib / 1024 * 10 | round / 10' <<<"$m") | $healthy | $ok |")
+}
+for n in $SCALE_SIZES; do
+    scale_run healthy "$n" "$W/set$n" check_ok --external "$EXTERNAL"
+    scale_run outage "$n" "$W/set$n" check_outage --external "$DROPPED" -t 2500ms
+    # --grace 0: the sockets are minutes old, a real VM's would be past its boot grace.
+    scale_run silent10 "$n" "$W/sil$n" check_partial --external "$EXTERNAL" --grace 0
+    scale_run noaccept10 "$n" "$W/nacc$n" check_partial --external "$EXTERNAL" --grace 0
 done
 
 # --- 5. shell + socat baseline -------------------------------------------
@@ -232,4 +307,12 @@ done
         "above the work floor (2 exec phases + 4 commands = $work ms) $(awk -v a="$vm_ms" -v b="$work" 'BEGIN{printf "%.2f", a-b}') ms"
     [ -s "$OUT/serve.txt" ] && { echo; echo "vmnetprobe serve, $RUNS scrapes in a row (ms from connect to last byte; RSS after them):"; sed 's/^/    /' "$OUT/serve.txt"; }
     echo "process start (--version): wall $(jq -r .wall_ms <<<"$START") ms, CPU $(jq -r .cpu_ms <<<"$START") ms, RSS $(jq -r .maxrss_kib <<<"$START") KiB"
+    if [ "${#SCALE_ROWS[@]}" -gt 0 ]; then
+        echo
+        echo "host-scale scenarios ($SCALE_RUNS runs each; outage: --external $DROPPED -t 2500ms; silent10/noaccept10: --grace 0):"
+        echo
+        echo "| scenario | N | wall median ms | wall max ms | CPU ms | CPU per VM ms | peak RSS MiB | healthy VMs' median duration ms | verdicts as expected |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|---|"
+        printf '%s\n' "${SCALE_ROWS[@]}"
+    fi
 } | tee "$OUT/results.md"
