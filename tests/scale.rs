@@ -155,6 +155,10 @@ fn under_file_limit(dir: &Path, limit: &str) -> Vec<Value> {
             "4s",
             "--command-timeout",
             "1s",
+            // Every agent here is silent: each holds a -j slot for 250 ms
+            // (src/probe/gate.rs), which is not what this test is about.
+            "-j",
+            "1024",
         ],
     );
     json(&out)["vms"].as_array().expect("vms").clone()

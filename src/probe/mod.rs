@@ -158,6 +158,8 @@ struct CountingTransport<'t> {
     execs: u32,
     /// A command was refused because a stop was requested (`stop`).
     interrupted: bool,
+    /// When the last command was sent (after its wait at the gate).
+    last_sent: Option<Instant>,
 }
 
 impl AgentTransport for CountingTransport<'_> {
@@ -179,6 +181,7 @@ impl AgentTransport for CountingTransport<'_> {
             self.execs = self.execs.saturating_add(1);
         }
         let _lease = self.gate.enter(self.deadline);
+        self.last_sent = Some(Instant::now());
         // Time spent at the gate comes out of this command's share.
         let timeout = timeout.min(self.deadline.saturating_duration_since(Instant::now()));
         self.inner.execute_raw(command, arguments, timeout)
@@ -221,6 +224,9 @@ struct VmProbe<'c> {
     interrupted: bool,
     /// `guest-fsfreeze-status` said "frozen".
     frozen: bool,
+    /// The run's whole time (`-t` as the runner sees it), for the reason of
+    /// a VM the deadline cut short.
+    run_limit: Duration,
 }
 
 /// The NIC's type: the VM's own setting for its MAC, else whether it is on
@@ -282,6 +288,7 @@ impl<'c> VmProbe<'c> {
             agent_execs: 0,
             dropped_interfaces: 0,
             interrupted: false,
+            run_limit: Duration::ZERO,
             frozen: false,
         };
         probe.update_external_applicability();
@@ -357,18 +364,21 @@ impl<'c> VmProbe<'c> {
             self.interrupted = true;
             return;
         }
-        let connected = {
+        let (connect_sent, connected) = {
             let _lease = gate.enter(deadline);
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            target
+            let sent = Instant::now();
+            let remaining = deadline.saturating_duration_since(sent);
+            let result = target
                 .connector
-                .connect(remaining.min(self.cfg.command_timeout))
+                .connect(remaining.min(self.cfg.command_timeout));
+            (sent, result)
         };
         let mut transport = match connected {
             Ok(t) => t,
             Err(e) => {
                 self.forget();
-                return self.agent_failed(explain_failure(target, e));
+                let finding = self.deadline_or(explain_failure(target, e), deadline, connect_sent);
+                return self.agent_failed(finding);
             }
         };
         let mut counting = CountingTransport {
@@ -378,12 +388,14 @@ impl<'c> VmProbe<'c> {
             sent: 0,
             execs: 0,
             interrupted: false,
+            last_sent: None,
         };
         let mut agent = Agent::new(&mut counting, self.cfg.command_timeout, deadline);
         let result = self.run_with_agent(&mut agent);
         self.agent_commands = counting.sent;
         self.agent_execs = counting.execs;
         self.interrupted = counting.interrupted;
+        let last_sent = counting.last_sent.unwrap_or(connect_sent);
         match result {
             // Facts from a frozen agent's command list are not stored; the
             // ones from before hold again once it is thawed.
@@ -391,8 +403,25 @@ impl<'c> VmProbe<'c> {
             Ok(()) => self.remember(),
             Err(e) => {
                 self.forget();
-                self.agent_failed(explain_failure(target, e));
+                let finding = self.deadline_or(explain_failure(target, e), deadline, last_sent);
+                self.agent_failed(finding);
             }
+        }
+    }
+
+    /// A command that timed out because the run's deadline came, not its
+    /// own `--command-timeout`, says nothing about the agent when it was
+    /// sent shortly before (the VM waited its turn on a busy host): that is
+    /// the run's time running out. One that waited at least half its
+    /// command timeout unanswered is the agent's silence, deadline or not.
+    fn deadline_or(&self, finding: Finding, deadline: Instant, sent: Instant) -> Finding {
+        match finding {
+            Finding::Agent(AgentError::Timeout { .. })
+                if reached(deadline) && sent.elapsed() < self.cfg.command_timeout / 2 =>
+            {
+                Finding::TimedOut(self.run_limit)
+            }
+            other => other,
         }
     }
 
@@ -924,7 +953,13 @@ impl<'c> VmProbe<'c> {
             _ => None,
         };
         let limit = self.cfg.ping_timeout + PING_GRACE;
-        let until = agent.deadline().min(Instant::now() + limit);
+        let waiting = Instant::now();
+        let until = agent.deadline().min(waiting + limit);
+        // The run ends before the pings' own timeout: not their fault.
+        let cut_by_deadline = agent.deadline() < waiting + self.cfg.ping_timeout;
+        // What the reason says is the time really waited.
+        let waited =
+            Duration::from_millis(until.saturating_duration_since(waiting).as_millis() as u64);
         let pids: Vec<i64> = started.iter().map(|(_, _, pid)| *pid).collect();
         let results = exec::wait_all(agent, &pids, until)?;
         for ((slot, target, _), result) in started.into_iter().zip(results) {
@@ -934,7 +969,9 @@ impl<'c> VmProbe<'c> {
                     PingFlavor::Linux(_) => ping::classify_linux(target, &status),
                 },
                 Some(Err(e)) => Finding::PingError(e.to_string()),
-                None => Finding::PingUnfinished(limit),
+                // Not the ping's fault when the run ended first.
+                None if cut_by_deadline => Finding::TimedOut(self.run_limit),
+                None => Finding::PingUnfinished(waited),
             };
             self.settle(slot, finding);
         }
@@ -1153,24 +1190,34 @@ fn explain_failure(target: &VmTarget, error: AgentError) -> Finding {
     }
 }
 
+/// Whether `deadline` has come (within the precision of a socket wait).
+fn reached(deadline: Instant) -> bool {
+    Instant::now() + Duration::from_millis(10) >= deadline
+}
+
 /// Probes one VM until `deadline`. Never fails: problems are in the report.
 pub fn probe_vm(target: &VmTarget, cfg: &ProbeConfig, deadline: Instant) -> VmReport {
     let started = Instant::now();
     let mut probe = VmProbe::new(target, cfg);
+    probe.run_limit =
+        Duration::from_millis(deadline.saturating_duration_since(started).as_millis() as u64);
     probe.run(target, &CommandGate::unlimited(), deadline);
     probe.into_report(target, started)
 }
 
 /// As [`probe_vm`], with every agent command under a lease of `gate`;
-/// `None` when a stop (SIGTERM/SIGINT) cut the probe short.
+/// `None` when a stop (SIGTERM/SIGINT) cut the probe short. `run_limit` is
+/// the whole run's time, named in the reason of a VM the deadline cut short.
 pub fn probe_vm_gated(
     target: &VmTarget,
     cfg: &ProbeConfig,
     gate: &CommandGate,
     deadline: Instant,
+    run_limit: Duration,
 ) -> Option<VmReport> {
     let started = Instant::now();
     let mut probe = VmProbe::new(target, cfg);
+    probe.run_limit = run_limit;
     probe.run(target, gate, deadline);
     (!probe.interrupted).then(|| probe.into_report(target, started))
 }

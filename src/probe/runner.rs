@@ -85,6 +85,8 @@ pub fn probe_all(
     let _signals = DeferSignals::install();
     let started = Instant::now();
     let total = deadline.saturating_duration_since(started);
+    // The run's time as reasons name it: whole milliseconds.
+    let shown = Duration::from_millis(total.as_millis() as u64);
     let vm_deadline = deadline - render_margin(total).min(total);
     let targets: Vec<Arc<VmTarget>> = targets.into_iter().map(Arc::new).collect();
     let queue: WorkQueue = Arc::new(Mutex::new(targets.iter().cloned().enumerate().collect()));
@@ -114,7 +116,7 @@ pub fn probe_all(
                 if Instant::now() >= vm_deadline || stop::requested() {
                     break;
                 }
-                let report = probe_vm_gated(&target, &cfg, &gate, vm_deadline);
+                let report = probe_vm_gated(&target, &cfg, &gate, vm_deadline, shown);
                 if sender.send((index, report)).is_err() {
                     break;
                 }
@@ -158,7 +160,7 @@ pub fn probe_all(
     let limit = if stop::requested() {
         Duration::from_millis(started.elapsed().as_millis() as u64)
     } else {
-        total
+        shown
     };
     let mut out: Vec<VmReport> = reports
         .into_iter()

@@ -1121,3 +1121,29 @@ fn more_than_4096_guest_interfaces_keep_the_nic_that_matters() {
     assert_eq!(vm.verdict.state, ServiceState::Ok, "{:?}", vm.verdict);
     assert_eq!(vm.nics[0].name.as_deref(), Some("eth0"));
 }
+
+#[test]
+fn a_command_cut_by_the_run_deadline_is_timed_out_not_a_silent_agent() {
+    // guest-info takes longer than the run has left: the transport gives up
+    // at the deadline, as the socket transport does.
+    let slow = linux_guest(true, all_ok).handle("guest-info", |_| {
+        std::thread::sleep(Duration::from_millis(250));
+        Err(AgentError::Timeout {
+            command: "guest-info".into(),
+        })
+    });
+    let target = target_with(slow, vec![]);
+    let vm = probe_vm(&target, &cfg(), Instant::now() + Duration::from_millis(240));
+    assert_eq!(vm.verdict.code, Code::TimedOut, "{}", vm.verdict.reason);
+    // Its own --command-timeout running out well before the deadline is the
+    // agent's doing.
+    let silent = linux_guest(true, all_ok).fail(
+        "guest-info",
+        AgentError::Timeout {
+            command: "guest-info".into(),
+        },
+    );
+    let target = target_with(silent, vec![]);
+    let vm = probe_vm(&target, &cfg(), Instant::now() + Duration::from_secs(5));
+    assert_eq!(vm.verdict.code, Code::AgentTimeout);
+}
