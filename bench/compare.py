@@ -5,7 +5,7 @@ background load hits every build alike (this machine is shared).
 usage: compare.py --glob 'DIR/*.sock' --external ADDR [--agents PIDFILE]
                   [--rounds N] [--args '-j 16'] NAME=BIN ...
 prints per build: median wall ms, median vmnetprobe CPU ms, median agents' CPU ms,
-median per-VM duration_ms (from the report), all-OK count.
+median per-VM duration_ms (from the report), peak RSS (GNU time, when installed), all-OK count.
 """
 import argparse, json, os, shlex, statistics, subprocess, time
 
@@ -32,11 +32,16 @@ def agent_cpu():
     return t * 1000.0 / tick
 
 
+GNU_TIME = "/usr/bin/time"
+use_time = os.access(GNU_TIME, os.X_OK)
+rss_file = f"/tmp/vmnp-compare-{os.getpid()}.rss"
 builds = [b.split("=", 1) for b in a.bins]
-res = {n: {"wall": [], "cpu": [], "agent": [], "vm": [], "ok": 0} for n, _ in builds}
+res = {n: {"wall": [], "cpu": [], "agent": [], "vm": [], "rss": [], "ok": 0} for n, _ in builds}
 for r in range(a.rounds + 1):
     for name, binary in builds:
         cmd = [binary, "zabbix", "--socket-glob", a.glob, "--external", a.external] + shlex.split(a.args)
+        if use_time:
+            cmd = [GNU_TIME, "-f", "%M", "-o", rss_file] + cmd
         c0 = agent_cpu()
         t0 = time.perf_counter()
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -53,6 +58,9 @@ for r in range(a.rounds + 1):
         x["agent"].append(c1 - c0)
         x["vm"].append(statistics.median(v["duration_ms"] for v in doc["vms"]))
         x["ok"] += all(v["state"] == "OK" for v in doc["vms"])
+        if use_time:
+            with open(rss_file) as fh:
+                x["rss"].append(int(fh.read().split()[-1]))
 for name, _ in builds:
     x = res[name]
     print(json.dumps({"build": name, "wall_ms": round(statistics.median(x["wall"]), 1),
@@ -60,4 +68,5 @@ for name, _ in builds:
                       "cpu_ms": round(statistics.median(x["cpu"]), 1),
                       "agent_cpu_ms": round(statistics.median(x["agent"]), 1),
                       "vm_duration_ms": round(statistics.median(x["vm"]), 2),
+                      "maxrss_kib": max(x["rss"]) if x["rss"] else None,
                       "all_ok_runs": f'{x["ok"]}/{a.rounds}'}))

@@ -268,7 +268,13 @@ scale_run() { # scale_run SCENARIO N DIR CHECK [args...]
     # shellcheck disable=SC2086
     m=$(python3 "$BENCH/measure.py" --runs "$SCALE_RUNS" --agents "$W/agents.pids" \
         --save-last "$last" -- "$BIN" zabbix --socket-glob "$dir/*.sock" $VMNP_STATE $EXTRA_ARGS "$@")
-    $check "$n" "$last" || ok=NO
+    if ! $check "$n" "$last"; then
+        ok=NO
+        cp "$last" "$OUT/"
+        echo "  $scenario N=$n not as expected, codes in the last run:" \
+            "$(jq -c '[.vms[] | "\(if (.name | startswith("zz-")) then "broken" else "healthy" end) \(.code)"]
+                | group_by(.) | map({(.[0]): length}) | add' "$last")"
+    fi
     healthy=$(jq '[.vms[] | select(.name | startswith("zz-") | not) | .duration_ms] | sort
         | if length == 0 then null else .[length / 2 | floor] end' "$last")
     echo "scale $scenario N=$n: $m verdicts-as-expected=$ok healthy-VM-median-duration=${healthy}ms"
