@@ -12,7 +12,7 @@ use crate::probe::runner::{probe_all, render_margin};
 use crate::qga::protocol::without_format_chars;
 use crate::report::{Report, VmReport};
 use crate::statedir::{LockError, StateDir};
-use crate::verdict::{debounce, grace};
+use crate::verdict::{debounce, grace, shared};
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
@@ -56,7 +56,8 @@ pub fn collect(config: &Config) -> Report {
     if let Err(LockError::Busy { .. }) = &lock {
         return waited_too_long(config, started);
     }
-    if let Some(report) = shared_result(dir, &file, &key, min_interval) {
+    if let Some(mut report) = shared_result(dir, &file, &key, min_interval) {
+        shared::judge_replies(&mut report, &config.probe.policy, &config.thresholds);
         if config.verbose > 0 {
             eprintln!(
                 "vmnetprobe: shared result, probed {:.1} s ago (--min-interval)",
@@ -122,7 +123,7 @@ fn selection_key(config: &Config) -> String {
         other => format!("{other:?}"),
     };
     format!(
-        "{source}|{domains:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{}|{}|{}|{:?}|{:?}|{:?}|{}|{}|{}",
+        "{source}|{domains:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{}|{}|{}|{:?}|{}|{}|{}",
         p.external,
         p.fallback_gateway,
         p.external_networks,
@@ -133,8 +134,8 @@ fn selection_key(config: &Config) -> String {
         p.policy.paused_state,
         p.policy.migrating_state,
         p.policy.frozen_state,
-        p.policy.rtt_warning.as_ref().map(|r| r.as_str()),
-        p.policy.rtt_critical.as_ref().map(|r| r.as_str()),
+        // RTT thresholds are left out: each caller judges the shared
+        // replies by its own (verdict::shared).
         config.grace,
         config.booting_state,
         config.fail_after,

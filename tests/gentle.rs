@@ -516,7 +516,21 @@ fn real_agent_min_interval_shares_one_result() {
     assert!(nagios.contains("(shared result: probed "), "{nagios}");
     let telegraf = stdout(&with(&["telegraf"]));
     assert!(telegraf.contains(",cached=true,age_ms="), "{telegraf}");
-    // Other options are another selection: probed anew.
+    // RTT thresholds are the caller's own: the shared replies are judged
+    // by them (a Nagios service with -w/-c and a Zabbix item share a probe).
+    let strict = json(&with(&["status", "--json", "-w", "0.001"]));
+    assert_eq!(strict["cached"], true, "{strict}");
+    let vm1 = &strict["vms"][0];
+    assert_eq!(vm1["state"], "WARNING", "{strict}");
+    assert_eq!(vm1["external"]["code"], "rtt_high", "{strict}");
+    assert!(
+        vm1["external"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("outside warning range 0.001")),
+        "{strict}"
+    );
+    assert_eq!(json(&with(&["status", "--json"]))["vms"][0]["state"], "OK");
+    // Options that change what is probed are another selection: probed anew.
     let mut args = vec![
         "status",
         "--json",
@@ -528,8 +542,8 @@ fn real_agent_min_interval_shares_one_result() {
         &state,
         "--min-interval",
         "30s",
-        "-w",
-        "100",
+        "--ping-timeout",
+        "2s",
     ];
     let other = json(&vmnetprobe(&args));
     assert_eq!(other["cached"], false);

@@ -7,6 +7,7 @@ pub mod code;
 pub mod debounce;
 pub mod grace;
 pub mod policy;
+pub mod shared;
 pub mod state;
 pub mod summary;
 pub mod threshold;

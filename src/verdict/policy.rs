@@ -243,7 +243,8 @@ impl Policy {
         }
     }
 
-    fn rtt_verdict(&self, target: PingTarget, rtt: Option<f64>) -> Verdict {
+    /// A reply's verdict under this policy's RTT thresholds.
+    pub fn rtt_verdict(&self, target: PingTarget, rtt: Option<f64>) -> Verdict {
         let Some(rtt) = rtt else {
             return Verdict::new(ServiceState::Ok, Code::Ok, format!("{target} reachable"));
         };
