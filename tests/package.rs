@@ -146,6 +146,23 @@ fn install_remove_purge_leave_only_what_debian_keeps() {
         ok && page.trim() == "/usr/share/man/man1/vmnetprobe-nagios.1.gz",
         "{page}"
     );
+    // Man page and completions come from the current clap definitions.
+    let (ok, man) = run(Command::new("zcat").arg("/usr/share/man/man1/vmnetprobe-nagios.1.gz"));
+    assert!(ok && man.contains("min\\-interval"), "{man}");
+    for (file, word) in [
+        ("/usr/share/bash-completion/completions/vmnetprobe", "serve"),
+        (
+            "/usr/share/zsh/vendor-completions/_vmnetprobe",
+            "--state-dir",
+        ),
+        (
+            "/usr/share/fish/vendor_completions.d/vmnetprobe.fish",
+            "prometheus",
+        ),
+    ] {
+        let text = std::fs::read_to_string(file).unwrap();
+        assert!(text.contains(word), "{file} lacks {word}");
+    }
     let group = gid_of(package::GROUP).expect("postinst created group vmnetprobe");
     let dir = std::fs::metadata(package::STATE_DIR).expect("postinst created the state dir");
     assert!(dir.is_dir());
