@@ -14,6 +14,9 @@
 #     and qemu-system-x86) come from one release, downgrading if need be.
 #   Exits 1 with one line "LABEL: missing after install: BIN (PKG) ..." when a
 #   binary is still missing after the install.
+#   ensure_cargo_deb LABEL
+#     cargo-deb (builds the Debian package; not in Debian 12) from crates.io,
+#     pinned, then checks `cargo deb --version`; exits 1 with one line if not.
 #   ensure_binaries_from LABEL FILE...
 #     The same with the entries read from FILEs (tests/lib/needs/*.txt: one
 #     entry a line, # comments), all in one apt transaction.
@@ -99,4 +102,23 @@ ensure_binaries_from() {
     shift
     # shellcheck disable=SC2046
     ensure_binaries "$pk_label" $(sed -e 's/#.*//' "$@")
+}
+
+cargo_deb_version=3.8.0
+
+ensure_cargo_deb() {
+    if ! cargo deb --version >/dev/null 2>&1; then
+        echo "$1: missing cargo-deb - cargo install cargo-deb@$cargo_deb_version --locked"
+        if ! env -u CARGO_TARGET_DIR cargo install "cargo-deb@$cargo_deb_version" --locked \
+            >>"$packages_log" 2>&1; then
+            tail -n 15 "$packages_log" >&2
+            echo "$1: cargo install cargo-deb failed (log: $packages_log)" >&2
+            exit 1
+        fi
+    fi
+    if ! cargo deb --version >/dev/null 2>&1; then
+        echo "$1: missing after install: cargo-deb (cargo install cargo-deb --locked)" >&2
+        exit 1
+    fi
+    echo "$1: cargo-deb present"
 }
