@@ -184,6 +184,50 @@ fn paused_and_resumed(lab: &Lab, undo: &mut Undo) {
     lab.expect(&name, "OK", "ok");
 }
 
+/// A pause that begins while the probe waits on the guest: the agent call
+/// fails, the host is asked again, and the VM is `paused`, not an agent error.
+fn paused_mid_probe(lab: &Lab, undo: &mut Undo) {
+    let name = lab.name("a").to_string();
+    undo.0.push(vec!["resume".into(), name.clone()]);
+    assert!(lab_ok(&["cut"])); // the external ping now waits its full 3 s
+    let mut args: Vec<String> = ["status", "--json", "-d", &name].map(String::from).to_vec();
+    args.extend(probe_args(&lab.internet, &lab.ext_net, "30s", "3s"));
+    let t = Instant::now();
+    let child = Command::new("timeout")
+        .arg("60")
+        .arg(BIN)
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("vmnetprobe");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    virsh_ok(&["suspend", &name]);
+    let suspended_at = t.elapsed().as_secs_f64();
+    let out = child.wait_with_output().expect("vmnetprobe output");
+    log(format!(
+        "vmnetprobe {} (suspended at {suspended_at:.1}s): exit {:?} in {:.1}s",
+        args.join(" "),
+        out.status.code(),
+        t.elapsed().as_secs_f64()
+    ));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let (state, code, why, _) = verdict(&doc, &name);
+    assert_eq!(
+        (state.as_str(), code.as_str(), why.as_str()),
+        ("WARNING", "paused", "VM paused by the user"),
+        "{doc:#}"
+    );
+    virsh_ok(&["resume", &name]);
+    assert!(lab_ok(&["restore"]));
+    lab.expect(&name, "OK", "ok");
+}
+
 fn frozen_and_thawed(lab: &Lab, undo: &mut Undo) {
     // qemu-ga 7.2 (d) and 10.0 (e)
     for slug in ["d", "e"] {
@@ -312,6 +356,7 @@ fn lab_lifecycle() {
     let mut undo = Undo(Vec::new());
     for (what, step) in [
         ("paused/resumed", paused_and_resumed as fn(&Lab, &mut Undo)),
+        ("paused mid-probe", paused_mid_probe),
         ("frozen/thawed", frozen_and_thawed),
         ("metadata", settings_from_metadata),
     ] {
