@@ -2,7 +2,7 @@
 //! probe every VM, render in the requested format. `main.rs` only prints.
 
 use crate::cache::{self, FactBook, FactUpdate, StoredResult, VmStore};
-use crate::cli::{Command, DiscoverWhat, TargetArgs};
+use crate::cli::{Args, Command, DiscoverWhat, TargetArgs};
 use crate::config::{Config, ConfigError, Source};
 use crate::inventory::socket::SocketInventory;
 use crate::inventory::started;
@@ -13,7 +13,9 @@ use crate::qga::protocol::without_format_chars;
 use crate::report::{Report, VmReport};
 use crate::statedir::{LockError, StateDir};
 use crate::verdict::{debounce, grace, shared};
+use clap::Parser;
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -406,16 +408,87 @@ fn use_color() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
 }
 
-/// The output for a configuration error, in the mode's own terms: Nagios
-/// wants a status line on stdout, the others an error on stderr.
-pub fn config_error(
-    command: Option<&Command>,
-    error: &ConfigError,
-) -> (Option<String>, Option<String>) {
+/// What a run that could not start prints, and its exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub stdout: Option<String>,
+    pub stderr: Option<String>,
+    pub exit_code: u8,
+}
+
+/// The exit code of usage and configuration errors (the plugin API's UNKNOWN).
+pub const USAGE_EXIT: u8 = 3;
+
+/// A configuration error in the mode's own terms: a failed run of that mode,
+/// rendered like one (a Nagios status line, a Zabbix or discovery document
+/// with `error`, a Telegraf `error` field, Prometheus `vmnetprobe_up 0`,
+/// JSON with `error`), so that the monitoring system raises it instead of
+/// losing it on stderr. The human table, `serve` and `telegraf --execd`
+/// (whose stdout is a stream) say it on stderr.
+pub fn config_failure(command: Option<&Command>, error: &ConfigError) -> Failure {
     match command {
-        Some(Command::Nagios { .. }) => (Some(format!("VMNETPROBE UNKNOWN - {error}\n")), None),
-        _ => (None, Some(format!("vmnetprobe: {error}\n"))),
+        None
+        | Some(Command::Serve { .. })
+        | Some(Command::Status { json: false, .. })
+        | Some(Command::Telegraf { execd: true, .. }) => Failure {
+            stdout: None,
+            stderr: Some(format!(
+                "vmnetprobe: {} (see --help)\n",
+                crate::qga::protocol::one_line(&error.0, 1000)
+            )),
+            exit_code: USAGE_EXIT,
+        },
+        Some(command) => {
+            let report = Report::failed(without_format_chars(&error.0), now_ns());
+            let rendered = render(command, &report);
+            Failure {
+                stdout: Some(rendered.text),
+                stderr: None,
+                exit_code: rendered.exit_code,
+            }
+        }
     }
+}
+
+/// A command line clap refused, reported like a configuration error of the
+/// subcommand it names (so `vmnetprobe zabbix --bogus` is a Zabbix document
+/// with `error`, `check_vmnetprobe --bogus` a Nagios status line).
+pub fn usage_failure(argv: &[OsString], error: &clap::Error) -> Failure {
+    let text = error.to_string();
+    // clap's message runs up to its "Usage:" line, over one or more lines
+    // ("the following required arguments were not provided:\n  <WHAT>").
+    let message: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.starts_with("Usage:"))
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
+        .collect();
+    let message = message.join(" ");
+    let message = message.trim_start_matches("error: ");
+    let message = if message.is_empty() {
+        "invalid arguments"
+    } else {
+        message
+    };
+    config_failure(
+        failure_command(argv).as_ref(),
+        &ConfigError(message.to_string()),
+    )
+}
+
+/// The subcommand `argv` names, with its defaults, for reporting an error
+/// in its format: only the words that pick the format are kept.
+fn failure_command(argv: &[OsString]) -> Option<Command> {
+    let sub = argv.get(1)?.to_str()?;
+    let has = |flag: &str| argv.iter().skip(2).any(|a| a == flag);
+    let mut minimal = vec!["vmnetprobe", sub];
+    match sub {
+        "discover" => minimal.push("vms"),
+        "status" if has("--json") => minimal.push("--json"),
+        "telegraf" if has("--execd") => minimal.push("--execd"),
+        _ => {}
+    }
+    Args::try_parse_from(minimal).ok().map(|a| a.command)
 }
 
 /// Telegraf `inputs.execd` with `signal = "STDIN"`: one batch per request

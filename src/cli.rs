@@ -260,16 +260,10 @@ pub fn effective_args(argv: impl IntoIterator<Item = OsString>) -> Vec<OsString>
         .first()
         .and_then(|arg0| Path::new(arg0).file_name())
         .is_some_and(|name| name == NAGIOS_PLUGIN_NAME);
-    if as_plugin {
+    if as_plugin && args.get(1).is_none_or(|a| a != "nagios") {
         args.insert(1, "nagios".into());
     }
     args
-}
-
-/// Whether these (effective) arguments ask for the nagios subcommand, whose
-/// usage errors go to stdout as a plugin status line.
-pub fn is_nagios_mode(args: &[OsString]) -> bool {
-    args.get(1).is_some_and(|a| a == "nagios")
 }
 
 impl Command {
@@ -339,13 +333,16 @@ mod tests {
                 "100"
             ]
         );
-        assert!(is_nagios_mode(&args));
         let a = Args::try_parse_from(&args).unwrap();
         assert!(matches!(a.command, Command::Nagios { .. }));
         // Any other name is left alone (a user's own wrapper, vmnetprobe itself).
         let plain = effective_args(["vmnetprobe", "status"].map(OsString::from));
         assert_eq!(plain, ["vmnetprobe", "status"]);
-        assert!(!is_nagios_mode(&plain));
+        // `check_vmnetprobe nagios ...` (as its --help's usage line reads) works too.
+        assert_eq!(
+            effective_args(["check_vmnetprobe", "nagios", "-w", "1"].map(OsString::from)),
+            ["check_vmnetprobe", "nagios", "-w", "1"]
+        );
         assert_eq!(
             effective_args(["check_vmnetprobe"].map(OsString::from)),
             ["check_vmnetprobe", "nagios"]

@@ -8,9 +8,6 @@ use vmnetprobe::app;
 use vmnetprobe::cli::{self, Args, Command};
 use vmnetprobe::config::{Config, ConfigError};
 
-/// Exit code for usage and configuration errors (the plugin API's UNKNOWN).
-const USAGE_EXIT: u8 = 3;
-
 fn print(text: &str) -> ExitCode {
     let mut stdout = std::io::stdout().lock();
     // A closed stdout (monitoring system gave up) is not worth a panic.
@@ -36,20 +33,9 @@ fn main() -> ExitCode {
             }
             if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
                 print(&e.to_string());
-                return ExitCode::from(USAGE_EXIT);
+                return ExitCode::from(app::USAGE_EXIT);
             }
-            let first = e.to_string();
-            let first = first
-                .lines()
-                .next()
-                .unwrap_or("invalid arguments")
-                .trim_start_matches("error: ");
-            if cli::is_nagios_mode(&argv) {
-                print(&format!("VMNETPROBE UNKNOWN - {first}\n"));
-            } else {
-                eprintln!("vmnetprobe: {first} (see --help)");
-            }
-            return ExitCode::from(USAGE_EXIT);
+            return fail(app::usage_failure(&argv, &e));
         }
     };
     let config = match Config::from_args(&app::target_args(&args.command)) {
@@ -76,7 +62,7 @@ fn main() -> ExitCode {
     if let Some(path) = textfile {
         if let Err(e) = app::write_textfile(path, &rendered.text) {
             eprintln!("vmnetprobe: {e}");
-            return ExitCode::from(USAGE_EXIT);
+            return ExitCode::from(app::USAGE_EXIT);
         }
         return ExitCode::from(rendered.exit_code);
     }
@@ -85,12 +71,15 @@ fn main() -> ExitCode {
 }
 
 fn config_failure(command: &Command, error: &ConfigError) -> ExitCode {
-    let (stdout, stderr) = app::config_error(Some(command), error);
-    if let Some(text) = stdout {
-        print(&text);
+    fail(app::config_failure(Some(command), error))
+}
+
+fn fail(failure: app::Failure) -> ExitCode {
+    if let Some(text) = &failure.stdout {
+        print(text);
     }
-    if let Some(text) = stderr {
+    if let Some(text) = &failure.stderr {
         eprint!("{text}");
     }
-    ExitCode::from(USAGE_EXIT)
+    ExitCode::from(failure.exit_code)
 }

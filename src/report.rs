@@ -156,6 +156,19 @@ pub struct TargetReport {
 }
 
 impl Report {
+    /// A run that could not even start or list VMs: no VMs, UNKNOWN.
+    pub fn failed(fatal: String, timestamp_ns: u64) -> Report {
+        Report {
+            vms: Vec::new(),
+            external_target: None,
+            thresholds: Thresholds::default(),
+            fatal: Some(fatal),
+            timestamp_ns,
+            duration_ms: 0.0,
+            age_ms: None,
+        }
+    }
+
     /// The state of the whole run: worst VM, or UNKNOWN when the run failed.
     pub fn state(&self) -> ServiceState {
         if self.fatal.is_some() {

@@ -63,27 +63,57 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// A usage error in `mode`: one line in the right place, exit 3, no panic.
+/// A usage or configuration error in `mode`: said in the mode's own terms
+/// (a failed run of that format on stdout, see [`assert_failed_run`]); the
+/// human table, `serve` and `telegraf --execd` say one line on stderr.
+/// Exit 3 (Telegraf's 0, see there), no panic.
 fn assert_usage_error(mode: &[&str], out: &Output, fragment: &str) {
+    if !matches!(mode, ["status"] | ["serve"] | ["telegraf", "--execd"]) {
+        assert_failed_run(mode, out, fragment);
+        return;
+    }
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     let context = format!("{mode:?}: stdout {stdout:?} stderr {stderr:?}");
     assert_eq!(out.status.code(), Some(3), "{context}");
     assert!(!stderr.contains("panicked"), "{context}");
-    let (line, other) = if mode == ["nagios"] {
-        (stdout.as_str(), stderr.as_str())
-    } else {
-        (stderr.as_str(), stdout.as_str())
-    };
-    assert!(other.is_empty(), "{context}");
-    assert_eq!(line.lines().count(), 1, "{context}");
-    assert!(line.ends_with('\n'), "{context}");
-    let prefix = if mode == ["nagios"] {
-        "VMNETPROBE UNKNOWN - "
-    } else {
-        "vmnetprobe: "
-    };
-    assert!(line.starts_with(prefix), "{context}");
-    assert!(line.contains(fragment), "{context} lacks {fragment:?}");
+    assert!(stdout.is_empty(), "{context}");
+    assert_eq!(stderr.lines().count(), 1, "{context}");
+    assert!(stderr.ends_with('\n'), "{context}");
+    assert!(stderr.starts_with("vmnetprobe: "), "{context}");
+    assert!(stderr.contains(fragment), "{context} lacks {fragment:?}");
+}
+
+/// A run of `mode` that failed as a whole: its format's failed-run output on
+/// stdout, naming `fragment`, nothing on stderr.
+fn assert_failed_run(mode: &[&str], out: &Output, fragment: &str) {
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    let context = format!("{mode:?}: stdout {stdout:?} stderr {stderr:?}");
+    assert!(stderr.is_empty(), "{context}");
+    assert!(stdout.contains(fragment), "{context} lacks {fragment:?}");
+    match mode[0] {
+        "nagios" => {
+            assert_eq!(out.status.code(), Some(3), "{context}");
+            assert_eq!(stdout.lines().count(), 1, "{context}");
+            assert!(stdout.starts_with("VMNETPROBE UNKNOWN - "), "{context}");
+        }
+        "telegraf" => {
+            // Telegraf drops the batch of a failed command: the error is data.
+            assert_eq!(out.status.code(), Some(0), "{context}");
+            assert!(stdout.starts_with("vmnetprobe_run "), "{context}");
+            assert!(stdout.contains("error=\""), "{context}");
+        }
+        "prometheus" => {
+            assert_eq!(out.status.code(), Some(3), "{context}");
+            assert!(stdout.starts_with("# vmnetprobe error: "), "{context}");
+            assert!(stdout.contains("\nvmnetprobe_up 0\n"), "{context}");
+        }
+        _ => {
+            assert_eq!(out.status.code(), Some(3), "{context}");
+            let doc: serde_json::Value =
+                serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {context}"));
+            assert!(doc["error"].is_string(), "{context}");
+        }
+    }
 }
 
 /// A socket that cannot exist, so a case that parsed by mistake still
@@ -199,9 +229,19 @@ fn unknown_commands_and_missing_subcommands_exit_3() {
             &["discover", "things", "--external", EXT],
             "invalid value 'things'",
         ),
+        // The missing value is named, not dropped with clap's second line.
+        (
+            &["discover"],
+            "required arguments were not provided: <WHAT>",
+        ),
     ] {
         let out = run(args);
-        assert_usage_error(&["status"], &out, fragment);
+        let mode = if args[0] == "discover" {
+            &["discover", "vms"][..]
+        } else {
+            &["status"][..]
+        };
+        assert_usage_error(mode, &out, fragment);
     }
     // No subcommand at all: usage text, exit 3, nothing probed.
     let out = run(&[]);
@@ -216,35 +256,7 @@ fn assert_fatal(args_tail: &[&str], fragment: &str) {
         let mut args: Vec<&str> = mode.to_vec();
         args.extend_from_slice(args_tail);
         args.extend_from_slice(&["--external", EXT, "-t", "2s"]);
-        let out = run(&args);
-        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-        let context = format!("{mode:?}: stdout {stdout:?} stderr {stderr:?}");
-        assert!(stderr.is_empty(), "{context}");
-        assert!(stdout.contains(fragment), "{context}");
-        match mode[0] {
-            "nagios" => {
-                assert_eq!(out.status.code(), Some(3), "{context}");
-                assert_eq!(stdout.lines().count(), 1, "{context}");
-                assert!(stdout.starts_with("VMNETPROBE UNKNOWN - "), "{context}");
-            }
-            "telegraf" => {
-                // Telegraf drops the batch of a failed command: the error is data.
-                assert_eq!(out.status.code(), Some(0), "{context}");
-                assert!(stdout.starts_with("vmnetprobe_run "), "{context}");
-                assert!(stdout.contains("error=\""), "{context}");
-            }
-            "prometheus" => {
-                assert_eq!(out.status.code(), Some(3), "{context}");
-                assert!(stdout.starts_with("# vmnetprobe error: "), "{context}");
-                assert!(stdout.contains("\nvmnetprobe_up 0\n"), "{context}");
-            }
-            _ => {
-                assert_eq!(out.status.code(), Some(3), "{context}");
-                let doc: serde_json::Value =
-                    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {context}"));
-                assert!(doc["error"].is_string(), "{context}");
-            }
-        }
+        assert_failed_run(mode, &run(&args), fragment);
     }
 }
 
