@@ -5,6 +5,7 @@
 //! One probe core produces a [`report::Report`]; each renderer in [`output`]
 //! is a pure function of it.
 
+pub mod account;
 pub mod app;
 pub mod cache;
 pub mod cli;

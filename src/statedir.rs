@@ -18,6 +18,7 @@
 //! added), the run stops with one line naming the fix instead of quietly
 //! keeping a private state that no other consumer shares.
 
+use crate::account;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fs::{File, OpenOptions, Permissions};
@@ -38,7 +39,6 @@ const DIR_MODE: u32 = 0o750;
 /// Temp files older than this were left by a run that died mid-write.
 const STALE_TEMP: Duration = Duration::from_secs(60);
 /// /etc/passwd and /etc/group are read up to this size.
-const MAX_ACCOUNT_FILE: u64 = 4 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateDir {
@@ -80,11 +80,6 @@ impl std::fmt::Display for LockError {
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-fn euid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
-}
-
 /// `O_NOFOLLOW`: a symlink planted at the name is an error, never followed;
 /// `O_NONBLOCK`: opening a FIFO does not wait for a writer.
 fn guarded(options: &mut OpenOptions) -> &mut OpenOptions {
@@ -116,7 +111,7 @@ fn check_dir(dir: &Path) -> Result<StateDir, String> {
             "world-writable (mode {mode:o}): anyone could plant files there"
         ));
     }
-    if meta.uid() != 0 && meta.uid() != euid() {
+    if meta.uid() != 0 && meta.uid() != account::euid() {
         return Err(format!(
             "owned by uid {}, neither root nor this user",
             meta.uid()
@@ -187,7 +182,7 @@ impl StateDir {
     /// (in a group-writable directory) one of the directory's group.
     fn trusted(&self, meta: &std::fs::Metadata) -> Result<(), String> {
         let uid = meta.uid();
-        if uid == 0 || uid == euid() || (self.group_shared && meta.gid() == self.gid) {
+        if uid == 0 || uid == account::euid() || (self.group_shared && meta.gid() == self.gid) {
             Ok(())
         } else {
             Err(format!("owned by uid {uid}, not a trusted user"))
@@ -341,72 +336,19 @@ pub fn write_atomically(dir: &Path, name: &str, data: &[u8], mode: u32) -> std::
 fn shared_dir_error(dir: &Path, meta: &std::fs::Metadata, why: &str) -> String {
     let tail = "; or pass --state-dir DIR or --no-state";
     let writable_by_group = meta.mode() & 0o020 != 0;
-    if !writable_by_group || meta.uid() == euid() || process_gids().contains(&meta.gid()) {
+    if !writable_by_group
+        || meta.uid() == account::euid()
+        || account::process_gids().contains(&meta.gid())
+    {
         return format!("state directory {}: {why}{tail}", dir.display());
     }
-    let user = account_name("/etc/passwd", euid());
-    let user_text = user.clone().unwrap_or_else(|| format!("uid {}", euid()));
     let head = format!(
-        "state directory {} is not writable by user {user_text}",
-        dir.display()
+        "state directory {} is not writable by user {}",
+        dir.display(),
+        account::current_user_text()
     );
-    let fix = match (account_name("/etc/group", meta.gid()), user) {
-        (Some(group), Some(user)) if is_member("/etc/group", &group, &user) => format!(
-            "{user} is in group {group}, but this process is not: restart the service that runs vmnetprobe"
-        ),
-        (Some(group), Some(user)) => {
-            format!("add it to group {group} (adduser {user} {group}), then restart its service")
-        }
-        (group, _) => format!(
-            "add this user to group {}, then restart its service",
-            group.unwrap_or_else(|| meta.gid().to_string())
-        ),
-    };
+    let fix = account::membership_fix(meta.gid());
     format!("{head}: {fix}{tail}")
-}
-
-/// This process's effective and supplementary group ids.
-fn process_gids() -> Vec<u32> {
-    // SAFETY: getegid has no preconditions and cannot fail.
-    let mut gids = vec![unsafe { libc::getegid() }];
-    let status = account_lines("/proc/self/status");
-    if let Some(groups) = status.iter().find_map(|l| l.strip_prefix("Groups:")) {
-        gids.extend(
-            groups
-                .split_whitespace()
-                .filter_map(|g| g.parse::<u32>().ok()),
-        );
-    }
-    gids
-}
-
-/// Reads a small system file (/etc/passwd, /etc/group) line by line, with
-/// a size bound.
-fn account_lines(file: &str) -> Vec<String> {
-    let mut text = String::new();
-    let read = File::open(file).and_then(|f| f.take(MAX_ACCOUNT_FILE).read_to_string(&mut text));
-    if read.is_err() {
-        return Vec::new();
-    }
-    text.lines().map(str::to_string).collect()
-}
-
-/// The name of the account with numeric id `id` (field 3) in `file`.
-fn account_name(file: &str, id: u32) -> Option<String> {
-    account_lines(file).into_iter().find_map(|line| {
-        let mut fields = line.split(':');
-        let name = fields.next()?;
-        let found: u32 = fields.nth(1)?.parse().ok()?;
-        (found == id && !name.is_empty()).then(|| name.to_string())
-    })
-}
-
-/// Whether /etc/group lists `user` as a member of `group`.
-fn is_member(file: &str, group: &str, user: &str) -> bool {
-    account_lines(file).iter().any(|line| {
-        let fields: Vec<&str> = line.split(':').collect();
-        fields.len() == 4 && fields[0] == group && fields[3].split(',').any(|m| m == user)
-    })
 }
 
 #[cfg(test)]
@@ -475,28 +417,6 @@ mod tests {
     }
 
     #[test]
-    fn account_files_are_parsed_defensively() {
-        let dir = temp_dir("accounts");
-        std::fs::create_dir_all(&dir).expect("dir");
-        let group = dir.join("group");
-        std::fs::write(
-            &group,
-            "root:x:0:\nbroken\n:x:7:\nvmnetprobe:x:998:nagios,zabbix\nlibvirt:x:997\n",
-        )
-        .expect("write");
-        let g = group.to_str().expect("utf-8");
-        assert_eq!(account_name(g, 998).as_deref(), Some("vmnetprobe"));
-        assert_eq!(account_name(g, 7), None);
-        assert_eq!(account_name(g, 42), None);
-        assert!(is_member(g, "vmnetprobe", "zabbix"));
-        assert!(!is_member(g, "vmnetprobe", "telegraf"));
-        assert!(!is_member(g, "libvirt", "nagios"));
-        assert!(account_lines("/nonexistent/group").is_empty());
-        assert!(!process_gids().is_empty());
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
     fn an_unusable_explicit_dir_is_a_clear_error() {
         let e = StateDir::explicit(Path::new("/proc/vmnetprobe-cannot-exist")).unwrap_err();
         assert!(e.starts_with("--state-dir /proc/"), "{e}");
@@ -559,7 +479,7 @@ mod tests {
 
     #[test]
     fn files_of_an_untrusted_owner_are_not_believed() {
-        if euid() != 0 {
+        if account::euid() != 0 {
             return; // only root can give a file away
         }
         let dir = temp_dir("owner");

@@ -571,3 +571,35 @@ fn called_as_check_vmnetprobe_it_is_the_nagios_plugin() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_user_outside_group_libvirt_is_told_the_fix() {
+    if !cfg!(feature = "libvirt")
+        || !is_root()
+        || Command::new("setpriv").arg("--version").output().is_err()
+    {
+        eprintln!("skipped: needs the libvirt build, root and setpriv to run as nobody");
+        return;
+    }
+    let has_group = std::fs::read_to_string("/etc/group")
+        .is_ok_and(|g| g.lines().any(|l| l.starts_with("libvirt:")));
+    if !has_group {
+        eprintln!("skipped: no group libvirt on this machine");
+        return;
+    }
+    // The default URI; whether a libvirtd runs here or not, nobody cannot
+    // use it, and the one line says which user and which group.
+    let out = run_as_nobody(&["nagios", "--external", EXT, "-t", "2s"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(
+        stdout.starts_with("VMNETPROBE UNKNOWN - cannot connect to libvirt at qemu:///system: "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.trim_end().ends_with(
+            "; user nobody lacks group libvirt: add it to group libvirt (adduser nobody libvirt), then restart its service"
+        ),
+        "{stdout}"
+    );
+}

@@ -253,8 +253,15 @@ impl LibvirtInventory {
         // Shown in errors: never with a password the URI may carry.
         let shown = crate::config::redact_uri(uri);
         let conn = Connect::open(Some(uri)).map_err(|e| {
+            // libvirtd's socket for qemu:///system is for root and group
+            // libvirt: a monitoring user outside it is the usual cause.
+            let hint = (uri == "qemu:///system")
+                .then(|| crate::account::missing_group("libvirt"))
+                .flatten()
+                .map(|fix| format!("; {fix}"))
+                .unwrap_or_default();
             InventoryError(format!(
-                "cannot connect to libvirt at {shown}: {}",
+                "cannot connect to libvirt at {shown}: {}{hint}",
                 libvirt_message(&e)
             ))
         })?;
