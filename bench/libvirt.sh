@@ -11,7 +11,13 @@
 # Network rule: every ping goes to the lab's gateways or its internet host 198.51.100.1,
 # both inside the lab's namespaces (--external is always passed).
 #
+# Then (issue 11) the uplink outage: `lab.sh cut` drops the internet host, and the healthy
+# guests' external pings wait their whole --ping-timeout. Timed with -j 32 and -j 1, and one
+# process (one libvirt connection; libvirtd serves max_client_requests = 5 calls per client at
+# once) against two processes on half the guests each (two connections), interleaved.
+#
 # Knobs: RUNS [7] timed vmnetprobe runs per variant, BASE_RUNS [3] shell runs,
+#        OUTAGE [1] run the outage part (0 = skip),
 #        BIN [target/release/vmnetprobe, built here], OUT [/tmp/vmnetprobe-bench-libvirt]
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -67,8 +73,10 @@ fi
 mkdir -p "$OUT"
 W=$(mktemp -d /tmp/vmnp-bench-libvirt.XXXXXX)
 LAB_MINE=
+CUT=
 cleanup() {
     set +e
+    [ -z "$CUT" ] || bash "$ROOT/tests/lab/lab.sh" restore
     [ -z "$LAB_MINE" ] || bash "$ROOT/tests/lab/lab.sh" down
     rm -rf "$W"
 }
@@ -138,6 +146,53 @@ SHELL_M=$(python3 "$ROOT/bench/measure.py" --runs "$BASE_RUNS" --warmup 0 --agen
     -- bash "$0" --shell "$EXTERNAL" "${SPECS[@]}")
 echo "shell (virsh qemu-agent-command, sequential): $SHELL_M"
 
+# --- the uplink outage (issue 11) ----------------------------------------------------
+OUT_ROWS=()
+if [ "${OUTAGE:-1}" = 1 ]; then
+    check_outage() { # FILE: the four healthy guests CRITICAL external_unreachable, gateways OK
+        jq -e '([.vms[] | select(.state == "CRITICAL" and .external.code == "external_unreachable"
+                and all(.nics[]; .code == "ok"))] | length) == 4' "$1" >/dev/null
+    }
+    bash "$ROOT/tests/lab/lab.sh" cut; CUT=1
+    mapfile -t NAMES < <(jq -r '.guests[].name' "$M")
+    HALF=$(( ${#NAMES[@]} / 2 ))
+    A=() B=()
+    for i in "${!NAMES[@]}"; do
+        if [ "$i" -lt "$HALF" ]; then A+=(-d "${NAMES[$i]}"); else B+=(-d "${NAMES[$i]}"); fi
+    done
+    # one JSON document from the two halves, so the same check applies
+    split_run() {
+        "$BIN" zabbix "${ARGS[@]}" --no-state "${A[@]}" >"$W/split-a.json" &
+        local a=$!
+        "$BIN" zabbix "${ARGS[@]}" --no-state "${B[@]}" >"$W/split-b.json"
+        wait "$a"
+        jq -s '{vms: (.[0].vms + .[1].vms)}' "$W/split-a.json" "$W/split-b.json"
+    }
+    for round in $(seq "$RUNS"); do
+        for variant in one two; do
+            t0=$(date +%s%N)
+            c0=$(awk '{s += $14 + $15 + $16 + $17} END {print s}' $(sed 's|.*|/proc/&/stat|' "$W/host.pids") 2>/dev/null)
+            if [ $variant = one ]; then
+                "$BIN" zabbix "${ARGS[@]}" --no-state >"$W/out-$variant.json"
+            else
+                split_run >"$W/out-$variant.json"
+            fi
+            t1=$(date +%s%N)
+            c1=$(awk '{s += $14 + $15 + $16 + $17} END {print s}' $(sed 's|.*|/proc/&/stat|' "$W/host.pids") 2>/dev/null)
+            check_outage "$W/out-$variant.json" || die "outage ($variant): verdicts not as expected: $(jq -c '[.vms[] | {name, code}]' "$W/out-$variant.json")"
+            echo "$variant $(( (t1 - t0) / 1000000 )) $(( (c1 - c0) * 1000 / $(getconf CLK_TCK) ))" >>"$W/outage.txt"
+        done
+    done
+    med() { awk -v v="$1" -v c="$2" '$1 == v {print $c}' "$W/outage.txt" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+    ping_ms=$(jq -r '[.vms[] | select(.external.code == "external_unreachable") | .duration_ms] | sort | .[length/2|floor]' "$W/out-one.json")
+    J1O=$(measure outage-j1 --no-state -j 1)
+    check_outage "$W/outage-j1.json" || die "outage -j 1: verdicts not as expected"
+    OUT_ROWS+=("| outage, one process (-j 32) | $(med one 2) | $(med one 3) |")
+    OUT_ROWS+=("| outage, two processes on half the guests each (two connections) | $(med two 2) | $(med two 3) |")
+    OUT_ROWS+=("| outage, one process, -j 1 | $(jq -r .wall_ms <<<"$J1O") | $(jq -r .agent_cpu_ms <<<"$J1O") |")
+    bash "$ROOT/tests/lab/lab.sh" restore; CUT=
+fi
+
 f() { jq -r ".$2" <<<"$1"; }
 row() { # label JSON
     printf '| %s | %s | %s–%s | %s | %.1f | %s |\n' "$1" "$(f "$2" wall_ms)" "$(f "$2" wall_min_ms)" \
@@ -161,4 +216,14 @@ row() { # label JSON
         "warm $(awk -v a="$(f "$SHELL_M" wall_ms)" -v b="$(f "$WARM" wall_ms)" 'BEGIN{printf "%.1fx", a/b}')," \
         "-j 1 $(awk -v a="$(f "$SHELL_M" wall_ms)" -v b="$(f "$J1" wall_ms)" 'BEGIN{printf "%.1fx", a/b}')"
     echo "per healthy VM (vmnetprobe duration_ms, last cold run, median): $per_vm ms"
+    if [ "${#OUT_ROWS[@]}" -gt 0 ]; then
+        echo
+        echo "uplink outage (lab.sh cut, --ping-timeout 2s; $RUNS interleaved rounds, medians):"
+        echo
+        echo "| run | wall ms | libvirtd+QEMU CPU ms |"
+        echo "|---|---:|---:|"
+        printf '%s\n' "${OUT_ROWS[@]}"
+        echo
+        echo "one cut guest's own probe (duration_ms, median): $ping_ms ms"
+    fi
 } | tee "$OUT/results.md"
