@@ -836,6 +836,45 @@ fn twelve_guests_with_valid_multi_megabyte_replies_stay_within_64_mib() {
     assert!(state_bytes < 1024 * 1024, "vms.json {state_bytes} bytes");
 }
 
+/// Agents that stall in the middle of a big reply give their share of the
+/// big-reply budget back: a guest sending a valid big reply next to them
+/// is still read in time.
+#[test]
+fn agents_stalling_mid_reply_do_not_hold_up_other_big_replies() {
+    let stallers: Vec<FakeAgent> = (0..3)
+        .map(|_| FakeAgent::start(Mode::StallMidBigReply))
+        .collect();
+    let big = FakeAgent::start(Mode::BigValid);
+    let good = FakeAgent::start(Mode::Normal);
+    let mut sockets: Vec<String> = stallers
+        .iter()
+        .enumerate()
+        .map(|(i, a)| a.socket_arg(&format!("stall{i}")))
+        .collect();
+    sockets.push(big.socket_arg("big"));
+    sockets.push(good.socket_arg("good"));
+    let mut args = vec!["status", "--json"];
+    args.extend(flag_each("--socket", &sockets));
+    let state = StateDir::new();
+    args.extend_from_slice(&[
+        "--external",
+        EXTERNAL,
+        "-t",
+        "8s",
+        "--command-timeout",
+        "6s",
+        "--state-dir",
+        &state.arg,
+    ]);
+    let run = run_vmnetprobe(&args, Duration::from_secs(60));
+    let doc = json("status-json", &run);
+    check_good_vm(vm(&doc, "good"));
+    assert_eq!(vm(&doc, "big")["state"], "OK", "{}", vm(&doc, "big"));
+    for i in 0..3 {
+        assert_eq!(vm(&doc, &format!("stall{i}"))["code"], "agent_timeout");
+    }
+}
+
 /// The flags a guest could try to smuggle in never show up, even when
 /// every hostile agent is probed in one run next to the good one.
 #[test]

@@ -7,7 +7,8 @@
 //! [`BIG_REPLY_SLOTS`] replies over [`BIG_REPLY`] bytes are buffered at once;
 //! the others wait (bounded by their deadline) with their bytes still in the
 //! kernel's socket buffer, so many guests sending valid multi-megabyte
-//! replies cannot add up to hundreds of megabytes.
+//! replies cannot add up to hundreds of megabytes. A reader gives its slot
+//! back whenever its agent stalls, so a hostile agent cannot hold up others.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;

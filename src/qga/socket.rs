@@ -227,7 +227,11 @@ impl SocketTransport {
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => return Ok(()),
                 // A slice ran out: the loop checks the real deadline.
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                // A slot is held only while bytes keep coming: an agent
+                // that stalls mid-reply must not hold up other VMs' replies.
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    self.slot = None;
+                }
                 Err(e) => return Err(io_error(e, command)),
             }
         }

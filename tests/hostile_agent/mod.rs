@@ -88,6 +88,8 @@ pub enum Mode {
     WindowsLiar,
     /// guest-exec hands out the same pid for every program.
     PidReuse,
+    /// guest-network-get-interfaces: 300 KB of a valid reply, then nothing.
+    StallMidBigReply,
     /// A healthy guest that sends an unrelated `{"event": ...}` line before
     /// every reply.
     Events,
@@ -237,6 +239,8 @@ enum Action {
     Huge,
     /// The [`Mode::BigValid`] interface list, with the request's id.
     BigValid,
+    /// These bytes, then silence until the client hangs up.
+    Stall(Vec<u8>),
     Nothing,
 }
 
@@ -316,6 +320,16 @@ fn serve(stream: UnixStream, mode: Mode, calls: &Mutex<Vec<ExecCall>>, huge: &At
                 out.extend(wrap(json!({"error": {"class": class, "desc": desc}})))
             }
             Action::Raw(bytes) => out.extend(bytes),
+            Action::Stall(bytes) => {
+                out.extend(bytes);
+                if writer.write_all(&out).is_err() {
+                    return;
+                }
+                // Waits for the client to give up (EOF), never answers.
+                let mut rest = Vec::new();
+                let _ = std::io::Read::read_to_end(&mut reader, &mut rest);
+                return;
+            }
             Action::BigValid => {
                 out.extend_from_slice(b"{\"return\": ");
                 out.extend_from_slice(big_valid_interfaces().as_bytes());
@@ -520,6 +534,11 @@ impl Session<'_> {
                 "pretty-name": "Debian GNU/Linux 12 (bookworm)", "id": "debian", "machine": "x86_64"})),
             "guest-network-get-interfaces" if self.mode == Mode::Huge => Action::Huge,
             "guest-network-get-interfaces" if self.mode == Mode::BigValid => Action::BigValid,
+            "guest-network-get-interfaces" if self.mode == Mode::StallMidBigReply => {
+                let mut bytes = b"{\"return\": ".to_vec();
+                bytes.extend_from_slice(&big_valid_interfaces().as_bytes()[..300 * 1024]);
+                Action::Stall(bytes)
+            }
             "guest-network-get-interfaces" => Action::Reply(self.interfaces()),
             "guest-network-get-route" if !self.windows() => Action::Reply(self.routes()),
             "guest-exec" => self.exec(arguments),
