@@ -1,25 +1,21 @@
 //! One run from validated arguments to rendered output: pick the inventory,
 //! probe every VM, render in the requested format. `main.rs` only prints.
 
-use crate::cache::{self, FactBook, FactUpdate, StoredResult, VmStore};
 use crate::cli::{Args, Command, DiscoverWhat, TargetArgs};
 use crate::config::{Config, ConfigError, Source};
 use crate::inventory::socket::SocketInventory;
-use crate::inventory::started;
-use crate::inventory::{Inventory, InventoryError, VmTarget};
+use crate::inventory::{Inventory, InventoryError};
+use crate::memory::remember::probe_remembering;
+use crate::memory::shared;
+use crate::memory::statedir::StateDir;
 use crate::output::{self, Rendered};
-use crate::probe::runner::{probe_all, render_margin};
 use crate::qga::protocol::without_format_chars;
-use crate::report::{Report, VmReport};
-use crate::statedir::{LockError, StateDir};
-use crate::verdict::{debounce, grace, shared};
+use crate::report::Report;
 use clap::Parser;
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 fn inventory_for(source: &Source) -> Result<Box<dyn Inventory>, InventoryError> {
     match source {
@@ -42,138 +38,16 @@ fn inventory_for(source: &Source) -> Result<Box<dyn Inventory>, InventoryError> 
 /// with `--min-interval`, shares a result another caller probed recently.
 pub fn collect(config: &Config) -> Report {
     let started = Instant::now();
-    let (Some(dir), Some(min_interval)) = (&config.state_dir, config.min_interval) else {
-        return probe_run(config, started);
-    };
-    let key = selection_key(config);
-    let name = cache::result_name(&key);
-    let file = format!("{name}.json");
-    // One caller probes, the others wait for its result, up to their own
-    // deadline: N callers in an outage cost one probe, not N.
-    let wait = config
-        .timeout
-        .saturating_sub(render_margin(config.timeout))
-        .saturating_sub(started.elapsed());
-    let lock = dir.lock(&name, wait);
-    if let Err(LockError::Busy { .. }) = &lock {
-        return waited_too_long(config, started);
-    }
-    if let Some(mut report) = shared_result(dir, &file, &key, min_interval) {
-        shared::judge_replies(&mut report, &config.probe.policy, &config.thresholds);
-        if config.verbose > 0 {
-            eprintln!(
-                "vmnetprobe: shared result, probed {:.1} s ago (--min-interval)",
-                report.age_ms.unwrap_or(0.0) / 1000.0
-            );
-        }
-        return report;
-    }
-    let report = probe_run(config, started);
-    if lock.is_ok() && report.fatal.is_none() {
-        let stored = StoredResult {
-            key,
-            stored_ms: report.timestamp_ns / 1_000_000,
-            report: report.clone(),
-        };
-        if let Err(e) = dir.write(&file, &stored) {
-            if config.verbose > 0 {
-                eprintln!("vmnetprobe: cannot store the result: {e}");
-            }
-        }
-    }
-    report
-}
-
-/// The report of a caller whose deadline passed while another run was
-/// still probing the same selection.
-fn waited_too_long(config: &Config, started: Instant) -> Report {
-    Report {
-        vms: Vec::new(),
-        external_target: config.probe.external,
-        thresholds: config.thresholds.clone(),
-        fatal: Some(format!(
-            "no result within {}: another vmnetprobe run was still probing the same VMs (--min-interval)",
-            humantime::format_duration(config.timeout)
-        )),
-        timestamp_ns: now_ns(),
-        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
-        age_ms: None,
-    }
-}
-
-/// Now, Unix epoch nanoseconds.
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
-/// Everything that changes a result; callers that agree on it may share one.
-fn selection_key(config: &Config) -> String {
-    let p = &config.probe;
-    let mut domains = config.domains.clone();
-    domains.sort();
-    // A URI's password is never stored: its redacted form plus a
-    // fingerprint of the whole URI tell selections apart.
-    let source = match &config.source {
-        Source::Libvirt { uri } => format!(
-            "libvirt:{}#{:016x}",
-            crate::config::redact_uri(uri),
-            cache::fingerprint(uri)
-        ),
-        other => format!("{other:?}"),
-    };
-    format!(
-        "{source}|{domains:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{}|{}|{}|{:?}|{}|{}|{}",
-        p.external,
-        p.fallback_gateway,
-        p.external_networks,
-        p.ping_timeout,
-        p.command_timeout,
-        p.no_exec,
-        p.policy.agent_down_state,
-        p.policy.paused_state,
-        p.policy.migrating_state,
-        p.policy.frozen_state,
-        // RTT thresholds are left out: each caller judges the shared
-        // replies by its own (verdict::shared).
-        config.grace,
-        config.booting_state,
-        config.fail_after,
-        env!("CARGO_PKG_VERSION"),
-    )
-}
-
-/// The stored result for `key` when it is younger than `min_interval`.
-fn shared_result(dir: &StateDir, file: &str, key: &str, min_interval: Duration) -> Option<Report> {
-    let stored: StoredResult = dir.read(file)?;
-    let age_ms = cache::now_ms().checked_sub(stored.stored_ms)?;
-    if stored.key != key || u128::from(age_ms) >= min_interval.as_millis() {
-        return None;
-    }
-    let mut report = stored.report;
-    report.age_ms = Some(age_ms as f64);
-    Some(report)
-}
-
-/// When the VM called `name` started, as far as the host can tell.
-fn vm_started_ms(source: &Source, name: &str, socket: Option<&Path>) -> Option<u64> {
-    match source {
-        Source::Libvirt { uri } => {
-            started::libvirt_pid_file(uri, name).and_then(|f| started::libvirt_started_ms(&f))
-        }
-        Source::Sockets { .. } => socket.and_then(started::socket_started_ms),
-    }
+    shared::share(config, started, || probe_run(config, started))
 }
 
 /// Probes every listed VM now.
 fn probe_run(config: &Config, started: Instant) -> Report {
     let deadline = started + config.timeout;
-    let timestamp_ns = now_ns();
+    let timestamp_ns = crate::report::now_ns();
     let listed = inventory_for(&config.source).and_then(|inv| inv.list(&config.domains));
     let (mut vms, fatal) = match listed {
-        Ok(targets) => (probe_with_memory(config, targets, deadline), None),
+        Ok(targets) => (probe_remembering(config, targets, deadline), None),
         Err(e) => (Vec::new(), Some(without_format_chars(&e.to_string()))),
     };
     // Names come from the host, not the guest, but may still hide a bidi
@@ -203,121 +77,6 @@ fn probe_run(config: &Config, started: Instant) -> Report {
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,
         age_ms: None,
     }
-}
-
-/// Probes `targets` with what earlier runs learned, then applies boot
-/// grace and debounce and stores what this run learned.
-fn probe_with_memory(config: &Config, targets: Vec<VmTarget>, deadline: Instant) -> Vec<VmReport> {
-    let mut keys: BTreeMap<String, String> = BTreeMap::new();
-    let mut starts: BTreeMap<String, Option<u64>> = BTreeMap::new();
-    for target in &targets {
-        let socket = target.socket.as_deref();
-        let key = cache::vm_key(&target.name, target.uuid.as_deref(), socket);
-        starts.insert(
-            key.clone(),
-            vm_started_ms(&config.source, &target.name, socket),
-        );
-        keys.insert(target.name.clone(), key);
-    }
-    let store = config
-        .state_dir
-        .as_ref()
-        .map(VmStore::load)
-        .unwrap_or_default();
-    // Facts learned before the VM (re)started are not trusted.
-    let known = store
-        .vms
-        .iter()
-        .filter_map(|(key, vm)| {
-            let facts = vm.facts.clone()?;
-            let now_started = starts.get(key)?;
-            let restarted = vm.started_ms.is_some() && *now_started != vm.started_ms;
-            (!restarted).then(|| (key.clone(), facts))
-        })
-        .collect();
-    let book = Arc::new(FactBook::new(keys.clone(), known));
-    let mut probe = config.probe.clone();
-    if config.state_dir.is_some() {
-        probe.facts = Some(Arc::clone(&book));
-    }
-    let mut vms = probe_all(targets, &probe, config.jobs, deadline);
-    let now = cache::now_ms();
-    for vm in &mut vms {
-        let started = keys
-            .get(&vm.name)
-            .and_then(|k| starts.get(k))
-            .copied()
-            .flatten();
-        grace::apply_grace(vm, started, now, config.grace, config.booting_state);
-    }
-    if let Some(dir) = &config.state_dir {
-        let wait = deadline
-            .saturating_duration_since(Instant::now())
-            .min(Duration::from_secs(1));
-        let lock = dir.lock(cache::VMS_LOCK, wait);
-        // Re-read under the lock: other runs may have written meanwhile.
-        let mut store = VmStore::load(dir);
-        let mut learned = book.take_learned();
-        let source = match &config.source {
-            Source::Libvirt { uri } => format!("libvirt:{}", crate::config::redact_uri(uri)),
-            Source::Sockets { .. } => "sockets".to_string(),
-        };
-        // Smoothed on a copy: it stands only if the streaks it counted are kept.
-        let mut smoothed = vms.clone();
-        for vm in &mut smoothed {
-            let Some(key) = keys.get(&vm.name) else {
-                continue;
-            };
-            let entry = store.vms.entry(key.clone()).or_default();
-            entry.name = vm.name.clone();
-            entry.seen_ms = now;
-            entry.source.clone_from(&source);
-            entry.started_ms = starts.get(key).copied().flatten();
-            match learned.remove(key) {
-                Some(FactUpdate::Store(facts)) => entry.facts = Some(facts),
-                Some(FactUpdate::Forget) => entry.facts = None,
-                // Timed out before learning anything: keep what was known.
-                None => {}
-            }
-            if config.fail_after > 1 {
-                debounce::apply(vm, &mut entry.streaks, config.fail_after);
-            } else {
-                entry.streaks.clear();
-            }
-        }
-        // libvirt lists every VM it runs: the others are gone. (A socket
-        // list is not the host's whole: a VM per Nagios service is common.)
-        if config.domains.is_empty() && matches!(config.source, Source::Libvirt { .. }) {
-            let listed: Vec<&String> = keys.values().collect();
-            store.forget_unlisted(&source, &listed);
-        }
-        store.prune(now);
-        let saved = match lock {
-            Ok(_held) => dir
-                .write(cache::VMS_FILE, &store)
-                .map_err(|e| format!("cannot write {}: {e}", cache::VMS_FILE)),
-            Err(e) => Err(e.to_string()),
-        };
-        match saved {
-            Ok(()) => vms = smoothed,
-            Err(why) => {
-                if config.verbose > 0 {
-                    eprintln!("vmnetprobe: state not kept: {why}");
-                }
-                // A streak that is not saved never reaches N: the unsmoothed
-                // verdict stands, and the VM's reason says why.
-                for (vm, would) in vms.iter_mut().zip(&smoothed) {
-                    if would.verdict != vm.verdict {
-                        vm.verdict.reason = format!(
-                            "{} (--fail-after not applied: state not kept: {why})",
-                            vm.verdict.reason
-                        );
-                    }
-                }
-            }
-        }
-    }
-    vms
 }
 
 /// Renders `report` the way `command` asks.
@@ -399,7 +158,7 @@ pub fn write_textfile(path: &Path, text: &str) -> Result<(), String> {
         _ => Path::new("."),
     };
     // Readable by node_exporter, which usually runs as another user.
-    crate::statedir::write_atomically(dir, name, text.as_bytes(), 0o644).map_err(fail)
+    crate::memory::statedir::write_atomically(dir, name, text.as_bytes(), 0o644).map_err(fail)
 }
 
 /// Colour in the status table: only for a terminal, and never with
@@ -439,7 +198,7 @@ pub fn config_failure(command: Option<&Command>, error: &ConfigError) -> Failure
             exit_code: USAGE_EXIT,
         },
         Some(command) => {
-            let report = Report::failed(without_format_chars(&error.0), now_ns());
+            let report = Report::failed(without_format_chars(&error.0), crate::report::now_ns());
             let rendered = render(command, &report);
             Failure {
                 stdout: Some(rendered.text),
@@ -538,30 +297,5 @@ pub fn run_execd(
         if crate::probe::stop::requested() {
             return Ok(());
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_selection_key_keeps_no_uri_password_but_tells_passwords_apart() {
-        let config = |uri: &str| {
-            use clap::Parser;
-            let args = crate::cli::Args::try_parse_from([
-                "vmnetprobe",
-                "status",
-                "--connect",
-                uri,
-                "--no-state",
-            ])
-            .expect("arguments");
-            Config::from_args(args.command.target()).expect("config")
-        };
-        let a = selection_key(&config("qemu+ssh://root:s3cr3t@h/system"));
-        let b = selection_key(&config("qemu+ssh://root:other@h/system"));
-        assert!(!a.contains("s3cr3t") && a.contains("root@h/system"), "{a}");
-        assert_ne!(a, b);
     }
 }

@@ -2,11 +2,11 @@
 //! ranges checked, transports chosen. Every error is one clear line.
 
 use crate::cli::TargetArgs;
+use crate::memory::statedir::StateDir;
 use crate::probe::ping::{linux_wait_secs, validate_target};
 use crate::probe::runner::render_margin;
 use crate::probe::ProbeConfig;
 use crate::report::Thresholds;
-use crate::statedir::StateDir;
 use crate::verdict::policy::Policy;
 use crate::verdict::threshold::Range;
 use crate::verdict::ServiceState;

@@ -7,14 +7,13 @@
 
 pub mod account;
 pub mod app;
-pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod inventory;
+pub mod memory;
 pub mod output;
 pub mod probe;
 pub mod qga;
 pub mod report;
 pub mod serve;
-pub mod statedir;
 pub mod verdict;

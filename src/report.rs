@@ -16,6 +16,14 @@ fn de_range<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Range>, D::Error> 
         .transpose()
 }
 
+/// Now, Unix epoch nanoseconds: a run's timestamp.
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// One run over all selected VMs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {

@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use vmnetprobe::cache::{FactBook, FactUpdate, VmStore};
 use vmnetprobe::inventory::fake::OneShotConnector;
 use vmnetprobe::inventory::{ChannelState, Lifecycle, VmTarget};
+use vmnetprobe::memory::facts::{FactBook, FactUpdate, VmStore};
 use vmnetprobe::probe::{probe_vm, ProbeConfig};
 use vmnetprobe::qga::fake::FakeTransport;
 use vmnetprobe::qga::AgentError;
@@ -110,7 +110,7 @@ fn old_linux_guest(version: &str, exec: bool, gateway_answers: bool) -> FakeTran
 /// and the facts the run learned (merged into `known` as the app does).
 fn run(
     transport: FakeTransport,
-    known: &mut BTreeMap<String, vmnetprobe::cache::AgentFacts>,
+    known: &mut BTreeMap<String, vmnetprobe::memory::facts::AgentFacts>,
 ) -> (VmReport, Vec<String>) {
     let calls = transport.calls();
     let target = VmTarget {
@@ -664,7 +664,7 @@ fn real_agent_concurrent_runs_do_not_corrupt_the_state() {
                 })
                 .collect();
             assert_eq!(results.len(), 1, "{results:?}");
-            let stored: vmnetprobe::cache::StoredResult =
+            let stored: vmnetprobe::memory::facts::StoredResult =
                 serde_json::from_slice(&std::fs::read(&results[0]).expect("read")).expect("parses");
             assert_eq!(stored.report.vms.len(), 2);
         } else {

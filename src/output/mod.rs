@@ -72,7 +72,10 @@ fn cut_unique(text: &str, max_chars: usize) -> String {
 /// The start of `shown`, then `~` and 8 hex digits of a hash of `original`,
 /// at most `max_chars` in all.
 fn with_hash(shown: &str, original: &str, max_chars: usize) -> String {
-    let suffix = format!("~{:08x}", crate::cache::fingerprint(original) as u32);
+    let suffix = format!(
+        "~{:08x}",
+        crate::memory::facts::fingerprint(original) as u32
+    );
     let keep = max_chars.saturating_sub(suffix.len());
     let mut out: String = shown.chars().take(keep).collect();
     out.push_str(&suffix);

@@ -9,8 +9,10 @@ pub mod ping;
 pub mod runner;
 pub mod stop;
 
-use crate::cache::{now_ms, AgentFacts, FactBook, FactUpdate, RouteEntry, RouteMemo, ROUTE_TTL};
 use crate::inventory::{ChannelState, Lifecycle, NicConfig, VmSettings, VmTarget};
+use crate::memory::facts::{
+    now_ms, AgentFacts, FactBook, FactUpdate, RouteEntry, RouteMemo, ROUTE_TTL,
+};
 use crate::qga::{
     protocol, Agent, AgentError, AgentTransport, FreezeStatus, GuestInfo, GuestInterface, RawReply,
 };
@@ -21,13 +23,16 @@ use crate::verdict::policy::{Finding, PingTarget, Policy};
 use crate::verdict::summary::summarize;
 use crate::verdict::Verdict;
 use gate::CommandGate;
+use serde::Serialize;
 use serde_json::Value;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// What every VM is probed with.
-#[derive(Debug, Clone)]
+/// What every VM is probed with. Serialized whole into the shared-result
+/// key (memory::shared): a setting added here is part of it unless marked
+/// `skip` with the reason.
+#[derive(Debug, Clone, Serialize)]
 pub struct ProbeConfig {
     /// Pinged from every guest that has an external NIC.
     pub external: Option<IpAddr>,
@@ -43,7 +48,9 @@ pub struct ProbeConfig {
     pub no_exec: bool,
     pub policy: Policy,
     /// Facts remembered from earlier runs, and where this run's go; `None`
-    /// runs without memory (every fact learned from scratch).
+    /// runs without memory (every fact learned from scratch). Memory, not a
+    /// setting: not in the key.
+    #[serde(skip)]
     pub facts: Option<Arc<FactBook>>,
 }
 
@@ -481,7 +488,7 @@ impl<'c> VmProbe<'c> {
         }
         let facts = AgentFacts {
             version: info.version.clone(),
-            commands: crate::cache::commands_fingerprint(&info.commands),
+            commands: crate::memory::facts::commands_fingerprint(&info.commands),
             os: self.os,
             ping_path: self.ping_path.clone(),
             routes: self.routes.clone(),
@@ -505,7 +512,7 @@ impl<'c> VmProbe<'c> {
                 .known(key)
                 .filter(|f| {
                     f.version == info.version
-                        && f.commands == crate::cache::commands_fingerprint(&info.commands)
+                        && f.commands == crate::memory::facts::commands_fingerprint(&info.commands)
                 })
                 .cloned(),
             _ => None,

@@ -5,6 +5,7 @@ use super::threshold::Range;
 use super::{Code, ServiceState, Verdict};
 use crate::inventory::PauseReason;
 use crate::qga::AgentError;
+use serde::Serialize;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -65,8 +66,10 @@ pub enum Finding {
     NotChecked(String),
 }
 
-/// The operator's choices that shape states.
-#[derive(Debug, Clone)]
+/// The operator's choices that shape states. Serialized into the
+/// shared-result key, less the RTT thresholds: each caller judges shared
+/// replies by its own (verdict::shared).
+#[derive(Debug, Clone, Serialize)]
 pub struct Policy {
     /// State for "the agent cannot be reached" findings (default UNKNOWN).
     pub agent_down_state: ServiceState,
@@ -78,7 +81,9 @@ pub struct Policy {
     /// State for a VM whose filesystems are frozen (default WARNING: a
     /// backup thaws within seconds, a freeze left behind stalls the guest).
     pub frozen_state: ServiceState,
+    #[serde(skip)]
     pub rtt_warning: Option<Range>,
+    #[serde(skip)]
     pub rtt_critical: Option<Range>,
 }
 

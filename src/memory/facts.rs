@@ -9,8 +9,8 @@
 //! liveness check), the same VM start time, and an agent that answered on
 //! the previous run. Anything else drops them and they are learned again.
 
+use crate::memory::statedir::StateDir;
 use crate::report::{GatewaySource, GuestOs, Report};
-use crate::statedir::StateDir;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
