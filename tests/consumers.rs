@@ -37,6 +37,8 @@ const CACHE_DIR: &str = "/var/cache/vmnetprobe-consumers";
 /// The user Nagios 4 and Icinga 2 run checks as on Debian.
 const NAGIOS_USER: &str = "nagios";
 const ZABBIX_USER: &str = "zabbix";
+/// Where the shipped UserParameter takes the external address from the key.
+const USERPARAM_EXTERNAL: &str = "--external '$1'";
 
 // ---------------------------------------------------------------------------------
 // The probe target: a real qemu-ga from the lab, and a recording wrapper.
@@ -47,6 +49,15 @@ struct Probe {
     socket: PathBuf,
     external: IpAddr,
     unreachable: IpAddr,
+}
+
+/// Gives an agent socket libvirt's ownership (group `libvirt`, mode 660), which the
+/// consumers' users reach through their group.
+fn share_socket(lab: &common::AgentLab) {
+    sh(&format!(
+        "chgrp libvirt {0} && chmod 660 {0}",
+        q(&lab.socket.display().to_string())
+    ));
 }
 
 impl Probe {
@@ -61,10 +72,7 @@ impl Probe {
         let t = Instant::now();
         let lab = common::AgentLab::start(common::LabOptions::default());
         timing("agent lab start", t);
-        sh(&format!(
-            "chgrp libvirt {0} && chmod 660 {0}",
-            q(&lab.socket.display().to_string())
-        ));
+        share_socket(&lab);
         Probe {
             bin: PathBuf::from(package::BIN),
             socket: lab.socket.clone(),
@@ -1457,13 +1465,14 @@ impl ZabbixApi {
 }
 
 /// What a JSONPath prototype should yield for one discovered item, from a report.
+/// Items are keyed by the VM's `id` (its UUID, else `name:<name>`).
 fn zabbix_expected(report: &Value, key: &str) -> Option<String> {
     let inner = key.split_once('[')?.1.strip_suffix(']')?;
     let params: Vec<String> = serde_json::from_str(&format!("[{inner}]")).ok()?;
     let vm = report["vms"]
         .as_array()?
         .iter()
-        .find(|v| v["name"] == params[0])?;
+        .find(|v| v["id"] == params[0])?;
     let nic = || {
         vm["nics"]
             .as_array()?
@@ -1472,7 +1481,8 @@ fn zabbix_expected(report: &Value, key: &str) -> Option<String> {
             .cloned()
     };
     let v = match key.split('[').next()? {
-        "vmnetprobe.vm.state" => vm["state"].clone(),
+        "vmnetprobe.vm.state" => vm["state_code"].clone(),
+        "vmnetprobe.vm.code" => vm["code"].clone(),
         "vmnetprobe.vm.reason" => vm["reason"].clone(),
         "vmnetprobe.vm.agent" => vm["agent"]["code"].clone(),
         "vmnetprobe.vm.external" => vm["external"]["code"].clone(),
@@ -1487,6 +1497,34 @@ fn zabbix_expected(report: &Value, key: &str) -> Option<String> {
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
+}
+
+/// Names of the host's discovered triggers that are in PROBLEM state.
+fn zabbix_firing(api: &ZabbixApi, hostid: &str, flags: u8) -> Vec<String> {
+    let trig = api.call(
+        "trigger.get",
+        json!({"hostids": [hostid], "filter": {"flags": flags, "value": 1}, "output": ["description"], "expandDescription": true}),
+    );
+    trig.as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["description"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Sets a host macro of `hostid` to `value`.
+fn zabbix_set_macro(api: &ZabbixApi, hostid: &str, name: &str, value: &str) {
+    let found = api.call(
+        "usermacro.get",
+        json!({"hostids": [hostid], "filter": {"macro": name}, "output": ["hostmacroid"]}),
+    );
+    let id = found[0]["hostmacroid"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no host macro {name}"));
+    api.call(
+        "usermacro.update",
+        json!({"hostmacroid": id, "value": value}),
+    );
 }
 
 fn same_value(got: &str, want: &str) -> bool {
@@ -1576,9 +1614,20 @@ fn zabbix_imports_the_template_and_discovers_vms() {
         s.path("php.log"),
     );
 
-    // Agent with the shipped UserParameter; the wrapper adds the lab's agent socket.
-    // Two VMs: "lab" (real agent) and one whose agent socket does not exist (its
-    // name needs quoting in item keys; its RTTs are null and must be discarded).
+    // Agent with the shipped UserParameter; the wrapper adds the agent sockets.
+    // Four VMs: "lab" (real agent), one whose agent socket does not exist (its name
+    // needs quoting in item keys; its RTTs are null and must be discarded), one whose
+    // qemu-ga blocks guest-exec, and one whose ping binary fails.
+    let noexec = common::AgentLab::start(common::LabOptions {
+        block_rpcs: Some("guest-exec,guest-exec-status".into()),
+        ..common::LabOptions::default()
+    });
+    let noping = common::AgentLab::start(common::LabOptions {
+        ping_wrapper: Some("#!/bin/sh\necho 'ping: broken' >&2\nexit 2\n".into()),
+        ..common::LabOptions::default()
+    });
+    share_socket(&noexec);
+    share_socket(&noping);
     let wrapper = probe.wrapper(
         &s,
         "vmnetprobe",
@@ -1588,15 +1637,21 @@ fn zabbix_imports_the_template_and_discovers_vms() {
             probe.socket_arg("lab"),
             "--socket".into(),
             format!("gone vm,1={}", s.s("no-agent.sock")),
+            "--socket".into(),
+            noexec.socket_arg("noexec"),
+            "--socket".into(),
+            noping.socket_arg("noping"),
         ],
+    );
+    let userparam_file = shipped("zabbix/userparameter_vmnetprobe.conf");
+    assert!(
+        userparam_file.contains("UserParameter=vmnetprobe.report[*],")
+            && !userparam_file.contains(SHIPPED_EXTERNAL),
+        "settings come from key parameters, not from the file"
     );
     let userparam = s.write(
         "etc/userparameter_vmnetprobe.conf",
-        &localize(
-            &shipped("zabbix/userparameter_vmnetprobe.conf"),
-            &wrapper,
-            &format!("--external {}", probe.external),
-        ),
+        &localize(&userparam_file, &wrapper, SHIPPED_EXTERNAL),
     );
     let mut agent = zabbix_agent(&s, agent_port, &userparam, ZABBIX_USER);
 
@@ -1661,13 +1716,16 @@ fn zabbix_imports_the_template_and_discovers_vms() {
         json!({"filter": {"name": ["Templates"]}, "output": ["groupid"]}),
     );
 
-    // 2. A host linked to it, with a fast interval and an RTT threshold of -1 ms for
-    //    VM "lab" (context macro) so that the RTT trigger must fire.
+    // 2. A host linked to it: a fast interval, the lab's external address by macro
+    //    (never the template's public default), an RTT threshold of -1 ms for VM "lab"
+    //    (context macro) so that the RTT trigger must fire, and the shortest nodata.
     let host = api.call(
         "host.create",
         json!({"host": "hv01", "groups": [{"groupid": group[0]["groupid"]}], "templates": [{"templateid": tpl_id}],
                "interfaces": [{"type": 1, "main": 1, "useip": 1, "ip": "127.0.0.1", "dns": "", "port": agent_port.to_string()}],
                "macros": [{"macro": "{$VMNETPROBE.INTERVAL}", "value": "3s"},
+                          {"macro": "{$VMNETPROBE.EXTERNAL}", "value": probe.external.to_string()},
+                          {"macro": "{$VMNETPROBE.NODATA.TIMEOUT}", "value": "30s"},
                           {"macro": "{$VMNETPROBE.GATEWAY.RTT.WARN:\"lab\"}", "value": "-1"}]}),
     );
     let hostid = host["hostids"][0].as_str().unwrap().to_string();
@@ -1691,16 +1749,27 @@ fn zabbix_imports_the_template_and_discovers_vms() {
         report.user, ZABBIX_USER,
         "the agent ran vmnetprobe as another user"
     );
+    // The macros are the settings: the agent ran vmnetprobe with the host's values.
+    let external = probe.external.to_string();
+    assert!(
+        report
+            .argv
+            .windows(2)
+            .any(|w| w == ["--external", external.as_str()])
+            && report.argv.windows(2).any(|w| w == ["-t", "2500ms"]),
+        "{:?}",
+        report.argv
+    );
     let report: Value =
         serde_json::from_str(&report.stdout).expect("vmnetprobe zabbix prints JSON");
     let vms = report["vms"].as_array().unwrap();
-    assert_eq!(vms.len(), 2, "{report}");
+    assert_eq!(vms.len(), 4, "{report}");
     let nics: usize = vms
         .iter()
         .map(|v| v["nics"].as_array().unwrap().len())
         .sum();
-    assert!(nics >= 1, "the lab VM should have a NIC: {report}");
-    let want_items = vms.len() * 5 + nics * 3;
+    assert!(nics >= 3, "the lab VMs should have NICs: {report}");
+    let want_items = vms.len() * 6 + nics * 3;
 
     let t = Instant::now();
     let items = wait_for(
@@ -1757,39 +1826,190 @@ fn zabbix_imports_the_template_and_discovers_vms() {
             "{key}: Zabbix has {got:?}, vmnetprobe printed one of {wants:?}"
         );
     }
+    let lab_uuid_free = vms
+        .iter()
+        .all(|v| v["id"].as_str().is_some_and(|id| id.starts_with("name:")));
+    assert!(lab_uuid_free, "socket VMs are keyed name:<name>: {report}");
     let count = api.call(
         "item.get",
         json!({"hostids": [hostid], "filter": {"key_": "vmnetprobe.vms"}, "output": ["lastvalue"]}),
     );
-    assert_eq!(count[0]["lastvalue"], "2");
+    assert_eq!(count[0]["lastvalue"], "4");
 
-    // 4. Trigger prototypes were discovered; "RTT high" fires for VM "lab" (threshold
-    //    -1 ms by context macro), "agent down" for the VM without an agent, nothing else.
-    let want_triggers = vms.len() * 3 + nics * 2;
+    // 4. Trigger prototypes were discovered; each class fires for its fault: "RTT high"
+    //    for VM "lab" (threshold -1 ms by context macro), "agent down" for the VM
+    //    without an agent, "guest-exec not allowed" and "ping cannot run" for theirs;
+    //    nothing else.
+    let want_triggers = vms.len() * 6 + nics * 3;
     let t = Instant::now();
+    let want_firing = [
+        "VM gone vm,1: guest agent down",
+        "VM noexec: guest-exec not allowed, network not checked",
+        "VM noping: ping cannot run in the guest",
+    ];
     wait_for(
-        "discovered triggers; RTT high and agent down firing",
+        "discovered triggers; one per injected fault firing",
         Duration::from_secs(60),
         || {
-            let trig = api.call("trigger.get", json!({"hostids": [hostid], "filter": {"flags": 4}, "output": ["description", "value", "error"]}));
-            let trig = trig.as_array().unwrap();
-            let firing = trig
+            let trig = api.call(
+                "trigger.get",
+                json!({"hostids": [hostid], "filter": {"flags": 4}, "output": ["description"]}),
+            );
+            let firing = zabbix_firing(&api, &hostid, 4);
+            let rtt = firing
                 .iter()
-                .filter(|t| t["value"] == "1")
-                .map(|t| t["description"].as_str().unwrap().to_string())
-                .collect::<Vec<_>>();
-            let ok = trig.len() == want_triggers
-                && firing
-                    .iter()
-                    .any(|d| d == "VM lab NIC eth0: gateway RTT high")
-                && firing.iter().any(|d| d == "VM gone vm,1: guest agent down");
+                .any(|d| d.starts_with("VM lab NIC ") && d.ends_with(": gateway RTT high"));
+            let ok = trig.as_array().unwrap().len() == want_triggers
+                && rtt
+                && want_firing.iter().all(|w| firing.iter().any(|d| d == w));
             if ok {
-                assert!(firing.len() == 2, "unexpected problems: {firing:?}");
+                assert_eq!(firing.len(), 4, "unexpected problems: {firing:?}");
+                assert!(
+                    zabbix_firing(&api, &hostid, 0).is_empty(),
+                    "template-level problem"
+                );
             }
             ok.then_some(())
         },
     );
     timing("zabbix: triggers fired", t);
+
+    // 5. The external address is a macro: pointing it at an address nobody answers
+    //    makes the agent run vmnetprobe with it, and "external address unreachable"
+    //    fires for the VM whose pings work.
+    let unreachable = probe.unreachable.to_string();
+    zabbix_set_macro(&api, &hostid, "{$VMNETPROBE.EXTERNAL}", &unreachable);
+    let t = Instant::now();
+    wait_for(
+        "external address unreachable after the macro change",
+        Duration::from_secs(60),
+        || {
+            server.assert_running();
+            let firing = zabbix_firing(&api, &hostid, 4);
+            firing
+                .iter()
+                .any(|d| d == "VM lab: external address unreachable")
+                .then_some(())
+        },
+    );
+    assert!(runs(&s).iter().any(|r| r
+        .argv
+        .windows(2)
+        .any(|w| w == ["--external", unreachable.as_str()])));
+    timing("zabbix: macro change to trigger", t);
+
+    // 6. A failed run (here: a macro value vmnetprobe refuses) raises "run failed"
+    //    with its reason, fails both discovery rules, and keeps every discovered item.
+    zabbix_set_macro(&api, &hostid, "{$VMNETPROBE.EXTERNAL}", "not-an-address");
+    let t = Instant::now();
+    wait_for("run failed problem", Duration::from_secs(60), || {
+        server.assert_running();
+        let firing = zabbix_firing(&api, &hostid, 0);
+        firing
+            .iter()
+            .any(|d| d == "vmnetprobe: run failed")
+            .then_some(())
+    });
+    timing("zabbix: failed run to problem", t);
+    let failed = runs(&s)
+        .into_iter()
+        .find(|r| r.argv.iter().any(|a| a == "not-an-address"))
+        .expect("a run with the bad macro value");
+    let doc: Value = serde_json::from_str(&failed.stdout).unwrap_or_else(|e| {
+        panic!(
+            "a refused macro value still gives JSON: {e}: {}",
+            failed.stdout
+        )
+    });
+    assert!(
+        doc["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("invalid address for --external"),
+        "{doc}"
+    );
+    let error = api.call(
+        "item.get",
+        json!({"hostids": [hostid], "filter": {"key_": "vmnetprobe.error"}, "output": ["lastvalue"]}),
+    );
+    assert!(
+        error[0]["lastvalue"]
+            .as_str()
+            .unwrap_or("")
+            .contains("invalid address for --external"),
+        "{error}"
+    );
+    wait_for("discovery rules failing", Duration::from_secs(30), || {
+        let rules = api.call(
+            "discoveryrule.get",
+            json!({"hostids": [hostid], "output": ["key_", "state", "error"]}),
+        );
+        let rules = rules.as_array().unwrap().clone();
+        (rules.len() == 2
+            && rules.iter().all(|r| {
+                r["state"] == "1"
+                    && r["error"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("keeping the last discovery")
+            }))
+        .then_some(())
+    });
+    let kept = api.call(
+        "item.get",
+        json!({"hostids": [hostid], "filter": {"flags": 4}, "output": ["key_"]}),
+    );
+    assert_eq!(
+        kept.as_array().unwrap().len(),
+        want_items,
+        "a failed run must not remove discovered items"
+    );
+
+    // 7. A macro value that would be a shell command is refused by the agent
+    //    (UnsafeUserParameters=0) before any shell runs: the master item becomes
+    //    unsupported, nothing is executed, and "no report" fires after its timeout.
+    let marker = s.path("injected");
+    zabbix_set_macro(
+        &api,
+        &hostid,
+        "{$VMNETPROBE.EXTERNAL}",
+        &format!("{};touch {}", probe.external, marker.display()),
+    );
+    let t = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !zabbix_firing(&api, &hostid, 0)
+        .iter()
+        .any(|d| d == "vmnetprobe: no report for 30s")
+    {
+        server.assert_running();
+        if Instant::now() > deadline {
+            let trig = api.call("trigger.get", json!({"hostids": [hostid], "filter": {"flags": 0}, "output": ["description", "expression", "value", "state", "error"], "expandExpression": true}));
+            let master = api.call("item.get", json!({"hostids": [hostid], "search": {"key_": "vmnetprobe.report["}, "output": ["key_", "state", "error", "lastclock", "lastvalue"]}));
+            panic!("no \"no report\" problem:\ntriggers {trig:#}\nmaster {master:#}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    timing("zabbix: refused macro to nodata problem", t);
+    let master = api.call(
+        "item.get",
+        json!({"hostids": [hostid], "search": {"key_": "vmnetprobe.report["}, "output": ["state", "error"]}),
+    );
+    assert_eq!(master[0]["state"], "1", "{master}");
+    assert!(
+        master[0]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("are not allowed in the parameters"),
+        "{master}"
+    );
+    assert!(!marker.exists(), "a macro value reached a shell");
+    assert!(
+        runs(&s)
+            .iter()
+            .all(|r| !r.argv.iter().any(|a| a.contains("touch"))),
+        "the agent ran vmnetprobe with a refused parameter"
+    );
+
     timing("zabbix: whole test", t0);
     drop(php);
     let stopped = server.stop();
@@ -1821,14 +2041,18 @@ fn stored_result(socket: &Path) -> Option<(Value, u32, u32)> {
         })
 }
 
-/// The operator's one edit of the installed UserParameter file: the placeholder
-/// external address replaced by the real one (here: the lab's, with its target).
-fn operator_edit(shipped: &str, args: &str) -> String {
+/// The operator's one edit of the installed UserParameter file, when the VMs are not
+/// those of qemu:///system: the target options (here: the lab's socket). The external
+/// address and the deadline stay key parameters (the template's macros).
+fn operator_edit(shipped: &str, target: &str) -> String {
     assert!(
-        shipped.contains(SHIPPED_EXTERNAL),
-        "the shipped file no longer has the placeholder {SHIPPED_EXTERNAL:?}"
+        shipped.contains(USERPARAM_EXTERNAL),
+        "the shipped file no longer takes the external address as {USERPARAM_EXTERNAL:?}"
     );
-    shipped.replace(SHIPPED_EXTERNAL, args)
+    shipped.replace(
+        USERPARAM_EXTERNAL,
+        &format!("{target} {USERPARAM_EXTERNAL}"),
+    )
 }
 
 fn uid_gid(user_or_group: &str, flag: &str) -> u32 {
@@ -1909,15 +2133,22 @@ fn nagios_and_zabbix_share_one_probe_through_the_package_state_dir() {
     );
 
     // 2. zabbix_agentd, as zabbix with the default Timeout, runs the installed
-    //    UserParameter (the operator's edit: target and external address) and gets the
+    //    UserParameter (the operator's edit: the target; the external address and the
+    //    deadline come as key parameters, as from the template's macros) and gets the
     //    same probe: no second run in the guests.
     let userparam = s.write(
         "etc/userparameter_vmnetprobe.conf",
-        &operator_edit(&shipped("zabbix/userparameter_vmnetprobe.conf"), &shared),
+        &operator_edit(
+            &shipped("zabbix/userparameter_vmnetprobe.conf"),
+            &format!("--socket {} --min-interval 10m", probe.socket_arg("lab")),
+        ),
     );
     let port = free_low_port();
     let mut agent = zabbix_agent(&s, port, &userparam, ZABBIX_USER);
-    let got = zabbix_get(port, "vmnetprobe.report");
+    let got = zabbix_get(
+        port,
+        &format!("vmnetprobe.report[{},2500ms]", probe.external),
+    );
     agent.stop();
     let doc: Value = serde_json::from_str(&got).unwrap_or_else(|e| {
         panic!(
@@ -1946,18 +2177,17 @@ fn a_consumer_user_outside_the_group_is_told_the_fix() {
     let probe = Probe::start();
     let s = Scratch::new("group");
     // An agent running as a user the operator did not add to group vmnetprobe.
-    let args = format!(
-        "--socket {} --external {} --min-interval 10m",
-        probe.socket_arg("lab"),
-        probe.external
-    );
+    let args = format!("--socket {} --min-interval 10m", probe.socket_arg("lab"));
     let userparam = s.write(
         "etc/userparameter_vmnetprobe.conf",
         &operator_edit(&shipped("zabbix/userparameter_vmnetprobe.conf"), &args),
     );
     let port = free_low_port();
     let mut agent = zabbix_agent(&s, port, &userparam, "nobody");
-    let got = zabbix_get(port, "vmnetprobe.report");
+    let got = zabbix_get(
+        port,
+        &format!("vmnetprobe.report[{},2500ms]", probe.external),
+    );
     agent.stop();
     assert!(
         got.contains(&format!(

@@ -46,6 +46,9 @@ struct Summary {
 
 #[derive(Serialize)]
 struct Vm<'a> {
+    /// Zabbix only: the key of the VM's items, its UUID, else `name:<name>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
     name: &'a str,
     uuid: Option<&'a str>,
     os: GuestOs,
@@ -179,6 +182,16 @@ fn reachability(zabbix: bool, verdict: &Verdict, rtt_ms: Option<f64>) -> Option<
     })
 }
 
+/// The key of a VM's Zabbix items: its libvirt UUID (lowercase), which
+/// survives renames and has no character an item key or a JSONPath filter
+/// must escape; without one (agent sockets) its name, marked as such.
+pub(super) fn vm_id(name: &str, uuid: Option<&str>) -> String {
+    match uuid {
+        Some(uuid) if !uuid.is_empty() => uuid.to_ascii_lowercase(),
+        _ => format!("name:{name}"),
+    }
+}
+
 fn vm_json(vm: &VmReport, zabbix: bool) -> Vm<'_> {
     let VmReport {
         name,
@@ -200,6 +213,7 @@ fn vm_json(vm: &VmReport, zabbix: bool) -> Vm<'_> {
     let mut sorted: Vec<&NicReport> = nics.iter().collect();
     sorted.sort_by(|a, b| a.mac.cmp(&b.mac));
     Vm {
+        id: zabbix.then(|| vm_id(name, uuid.as_deref())),
         name,
         uuid: uuid.as_deref(),
         os: *os,

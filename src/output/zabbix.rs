@@ -2,13 +2,15 @@
 //! the master-item document (the status document plus numeric fields for
 //! JSONPath preprocessing and triggers). All JSON goes through serde_json.
 
-use super::json::{document, Flavor};
+use super::json::{document, vm_id, Flavor};
 use super::{exit_code_for, Rendered};
 use crate::report::{AgentReport, NicReport, Report, Thresholds, VmReport};
 use serde::Serialize;
 
 #[derive(Serialize)]
 struct VmRow<'a> {
+    #[serde(rename = "{#VM.ID}")]
+    id: String,
     #[serde(rename = "{#VM.NAME}")]
     name: &'a str,
     #[serde(rename = "{#VM.UUID}")]
@@ -19,6 +21,8 @@ struct VmRow<'a> {
 
 #[derive(Serialize)]
 struct NicRow<'a> {
+    #[serde(rename = "{#VM.ID}")]
+    vm_id: String,
     #[serde(rename = "{#VM.NAME}")]
     vm_name: &'a str,
     #[serde(rename = "{#VM.UUID}")]
@@ -45,7 +49,7 @@ struct DiscoveryError<'a> {
     error: &'a str,
 }
 
-/// `discover vms`: `[{"{#VM.NAME}":..,"{#VM.UUID}":..,"{#VM.OS}":..}]`.
+/// `discover vms`: `[{"{#VM.ID}":..,"{#VM.NAME}":..,"{#VM.UUID}":..,"{#VM.OS}":..}]`.
 pub fn render_discovery_vms(report: &Report) -> Rendered {
     let Report {
         vms,
@@ -79,6 +83,7 @@ pub fn render_discovery_vms(report: &Report) -> Rendered {
                 agent_execs: _,
             } = vm;
             VmRow {
+                id: vm_id(name, uuid.as_deref()),
                 name,
                 uuid: uuid.as_deref().unwrap_or(""),
                 os: os.as_str(),
@@ -141,6 +146,7 @@ pub fn render_discovery_nics(report: &Report) -> Rendered {
                 rtt_ms: _,
             } = nic;
             rows.push(NicRow {
+                vm_id: vm_id(vm_name, uuid.as_deref()),
                 vm_name,
                 vm_uuid: uuid.as_deref().unwrap_or(""),
                 mac,
@@ -236,13 +242,14 @@ mod tests {
             serde_json::from_str(&render_discovery_vms(&report()).text).expect("json");
         assert_eq!(
             vms,
-            serde_json::json!([{"{#VM.NAME}": "web 01, \"x\"=ü\\", "{#VM.UUID}": "", "{#VM.OS}": "windows"}])
+            serde_json::json!([{"{#VM.ID}": "name:web 01, \"x\"=ü\\", "{#VM.NAME}": "web 01, \"x\"=ü\\", "{#VM.UUID}": "", "{#VM.OS}": "windows"}])
         );
         let nics: serde_json::Value =
             serde_json::from_str(&render_discovery_nics(&report()).text).expect("json");
         assert_eq!(
             nics,
             serde_json::json!([{
+                "{#VM.ID}": "name:web 01, \"x\"=ü\\",
                 "{#VM.NAME}": "web 01, \"x\"=ü\\", "{#VM.UUID}": "",
                 "{#NIC.MAC}": "52:54:00:00:00:02", "{#NIC.NAME}": "", "{#NIC.IP}": "",
                 "{#NIC.GATEWAY}": "", "{#NIC.TYPE}": "internal", "{#NIC.NETWORK}": ""
@@ -257,6 +264,12 @@ mod tests {
         assert_eq!(doc["summary"]["vms"], 1);
         assert_eq!(doc["summary"]["ok"], 1);
         assert_eq!(doc["vms"][0]["state_code"], 0);
+        assert_eq!(doc["vms"][0]["id"], "name:web 01, \"x\"=ü\\");
+        let mut with_uuid = report();
+        with_uuid.vms[0].uuid = Some("6695EB01-F6A4-8304-79AA-97F2502E193F".into());
+        let doc: serde_json::Value =
+            serde_json::from_str(&render_zabbix(&with_uuid).text).expect("json");
+        assert_eq!(doc["vms"][0]["id"], "6695eb01-f6a4-8304-79aa-97f2502e193f");
         assert_eq!(doc["vms"][0]["agent"]["state_code"], 0);
         assert_eq!(doc["vms"][0]["nics"][0]["state_code"], 0);
         assert!(doc["vms"][0]["nics"][0]["reachable"].is_null());
