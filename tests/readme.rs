@@ -103,3 +103,66 @@ fn nagios_readme_states_the_real_defaults() {
     );
     assert!(!flat.contains("only gateways are checked"));
 }
+
+/// `arguments` keys and their `$vmnetprobe_*$` variables in the shipped
+/// CheckCommand: `"--external" = { value = "$vmnetprobe_external$" ...`.
+fn check_command_arguments(conf: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut lines = conf.lines().map(str::trim).peekable();
+    while let Some(line) = lines.next() {
+        let Some(key) = line
+            .strip_prefix('"')
+            .and_then(|l| l.strip_suffix("\" = {"))
+            .filter(|k| k.starts_with('-'))
+        else {
+            continue;
+        };
+        let body = lines.next().unwrap_or_default();
+        let var = body
+            .split('$')
+            .nth(1)
+            .unwrap_or_else(|| panic!("{key}: no $variable$ in {body:?}"));
+        out.push((key.to_string(), var.to_string()));
+    }
+    out
+}
+
+/// Every option of `vmnetprobe nagios` can be set from Icinga 2 through a
+/// `vmnetprobe_<long name>` variable, and the CheckCommand passes nothing
+/// the CLI does not know.
+#[test]
+fn icinga_check_command_covers_every_cli_option() {
+    use clap::CommandFactory;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let conf = std::fs::read_to_string(root.join("plugins/icinga2/vmnetprobe-command.conf"))
+        .expect("CheckCommand");
+    let args = check_command_arguments(&conf);
+    assert!(args.len() >= 20, "{args:?}");
+    let command = vmnetprobe::cli::Args::command();
+    let nagios = command
+        .get_subcommands()
+        .find(|c| c.get_name() == "nagios")
+        .expect("nagios subcommand");
+    let mut options = Vec::new();
+    for arg in nagios.get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        if matches!(long, "help" | "version") {
+            continue;
+        }
+        let forms: Vec<String> = std::iter::once(format!("--{long}"))
+            .chain(arg.get_short().map(|s| format!("-{s}")))
+            .collect();
+        let Some((key, var)) = args.iter().find(|(key, _)| forms.contains(key)) else {
+            panic!("the CheckCommand has no argument for --{long}");
+        };
+        assert_eq!(
+            var,
+            &format!("vmnetprobe_{}", long.replace('-', "_")),
+            "variable of {key}"
+        );
+        options.extend(forms);
+    }
+    for (key, _) in &args {
+        assert!(options.contains(key), "{key} is not an option of vmnetprobe nagios");
+    }
+}
