@@ -163,6 +163,9 @@ fn icinga_check_command_covers_every_cli_option() {
         options.extend(forms);
     }
     for (key, _) in &args {
-        assert!(options.contains(key), "{key} is not an option of vmnetprobe nagios");
+        assert!(
+            options.contains(key),
+            "{key} is not an option of vmnetprobe nagios"
+        );
     }
 }
