@@ -27,7 +27,8 @@ pub fn now_ns() -> u64 {
 /// One run over all selected VMs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
-    /// VMs sorted by name.
+    /// VMs sorted by name (then UUID), each VM's NICs by MAC: the probe
+    /// delivers them so (runner, `probe::into_report`), renderers keep the order.
     pub vms: Vec<VmReport>,
     /// The external address pinged from every guest (absent with `--no-exec`).
     pub external_target: Option<IpAddr>,

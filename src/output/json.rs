@@ -144,10 +144,8 @@ pub(super) fn document(report: &Report, flavor: Flavor) -> Document<'_> {
             duration_ms: ms(*duration_ms),
         }
     });
-    let mut sorted: Vec<&VmReport> = vms.iter().collect();
-    sorted.sort_by(|a, b| a.name.cmp(&b.name));
     Document {
-        vms: sorted.into_iter().map(|vm| vm_json(vm, zabbix)).collect(),
+        vms: vms.iter().map(|vm| vm_json(vm, zabbix)).collect(),
         external_target: *external_target,
         timestamp_ns: *timestamp_ns,
         duration_ms: ms(*duration_ms),
@@ -210,8 +208,6 @@ fn vm_json(vm: &VmReport, zabbix: bool) -> Vm<'_> {
         code,
         reason,
     } = verdict;
-    let mut sorted: Vec<&NicReport> = nics.iter().collect();
-    sorted.sort_by(|a, b| a.mac.cmp(&b.mac));
     Vm {
         id: zabbix.then(|| vm_id(name, uuid.as_deref())),
         name,
@@ -222,10 +218,7 @@ fn vm_json(vm: &VmReport, zabbix: bool) -> Vm<'_> {
         reason,
         zabbix: state_code(zabbix, *state),
         agent: agent_json(agent, zabbix),
-        nics: sorted
-            .into_iter()
-            .map(|nic| nic_json(nic, zabbix))
-            .collect(),
+        nics: nics.iter().map(|nic| nic_json(nic, zabbix)).collect(),
         external: external.as_ref().map(|t| target_json(t, zabbix)),
         duration_ms: ms(*duration_ms),
     }

@@ -127,10 +127,8 @@ fn perfdata(
         entries.push(format!("duration={ms}ms;;;0;"));
     }
     let mut bytes: usize = entries.iter().map(|e| e.len() + 1).sum();
-    let mut sorted: Vec<&VmReport> = report.vms.iter().collect();
-    sorted.sort_by(|a, b| a.name.cmp(&b.name));
     let mut included = 0;
-    for vm in sorted {
+    for vm in &report.vms {
         let vm_entries = vm_perfdata(vm, warn, crit);
         let vm_bytes: usize = vm_entries.iter().map(|e| e.len() + 1).sum();
         if bytes + vm_bytes > budget {
@@ -150,9 +148,7 @@ fn perfdata(
 /// while a guest is down.
 fn vm_perfdata(vm: &VmReport, warn: &str, crit: &str) -> Vec<String> {
     let vm_part = label_vm_part(&vm.name);
-    let mut nics: Vec<&NicReport> = vm.nics.iter().collect();
-    nics.sort_by(|a, b| a.mac.cmp(&b.mac));
-    let nic_entries = nics.into_iter().map(|nic| {
+    let nic_entries = vm.nics.iter().map(|nic| {
         rtt_entry(
             &format!("{vm_part}.{}.gw_rtt", label_mac(&nic.mac)),
             nic.rtt_ms,
@@ -283,9 +279,7 @@ fn vm_lines(vm: &VmReport) -> Vec<String> {
         None => "agent".to_string(),
     };
     lines.push(component(agent_verdict, &agent_label));
-    let mut sorted: Vec<&NicReport> = nics.iter().collect();
-    sorted.sort_by(|a, b| a.mac.cmp(&b.mac));
-    for nic in sorted {
+    for nic in nics {
         lines.push(nic_line(nic));
     }
     if let Some(TargetReport {

@@ -316,9 +316,7 @@ impl Families {
         self.vm_execs.add(&id, u64::from(*agent_execs));
         self.agent_up.add(&id, Some(agent_up(agent_verdict)));
         self.agent_exec.add(&id, *exec_enabled);
-        let mut sorted: Vec<&NicReport> = nics.iter().collect();
-        sorted.sort_by(|a, b| a.mac.cmp(&b.mac));
-        for nic in sorted {
+        for nic in nics {
             let NicReport {
                 mac,
                 name: nic_name,
@@ -412,9 +410,7 @@ pub fn render_prometheus(report: &Report) -> Rendered {
             .vms
             .add(&[("state", &state.as_str().to_lowercase())], n as u64);
     }
-    let mut sorted: Vec<&VmReport> = vms.iter().collect();
-    sorted.sort_by(|a, b| a.name.cmp(&b.name));
-    for vm in sorted {
+    for vm in vms {
         families.add_vm(vm);
     }
     let mut text = String::new();

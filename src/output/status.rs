@@ -145,9 +145,7 @@ fn vm_rows(
         ],
         paint(*state),
     ));
-    let mut sorted: Vec<&NicReport> = nics.iter().collect();
-    sorted.sort_by(|a, b| a.mac.cmp(&b.mac));
-    for nic in sorted {
+    for nic in nics {
         let NicReport {
             mac,
             name,

@@ -34,9 +34,7 @@ pub fn render_telegraf(report: &Report) -> Rendered {
     } = thresholds;
     let mut text = String::new();
     if fatal.is_none() {
-        let mut sorted: Vec<&VmReport> = vms.iter().collect();
-        sorted.sort_by(|a, b| a.name.cmp(&b.name));
-        for vm in sorted {
+        for vm in vms {
             for point in vm_points(vm) {
                 point.write(*timestamp_ns, &mut text);
             }
@@ -102,9 +100,7 @@ fn vm_points(vm: &VmReport) -> Vec<Point> {
         // A field, not a tag: it reads "unknown" while the agent is down,
         // and a tag would split the VM's series each time.
         .string("os", os.as_str())];
-    let mut sorted: Vec<&NicReport> = nics.iter().collect();
-    sorted.sort_by(|a, b| a.mac.cmp(&b.mac));
-    for nic in sorted {
+    for nic in nics {
         let NicReport {
             mac,
             name: nic_name,

@@ -67,8 +67,8 @@ pub fn render_discovery_vms(report: &Report) -> Rendered {
     if let Some(fatal) = fatal {
         return discovery_error(report, fatal);
     }
-    let rows: Vec<VmRow<'_>> = sorted_vms(vms)
-        .into_iter()
+    let rows: Vec<VmRow<'_>> = vms
+        .iter()
         .map(|vm| {
             let VmReport {
                 name,
@@ -112,7 +112,7 @@ pub fn render_discovery_nics(report: &Report) -> Rendered {
         return discovery_error(report, fatal);
     }
     let mut rows: Vec<NicRow<'_>> = Vec::new();
-    for vm in sorted_vms(vms) {
+    for vm in vms.iter() {
         let VmReport {
             name: vm_name,
             uuid,
@@ -130,9 +130,7 @@ pub fn render_discovery_nics(report: &Report) -> Rendered {
             version: _,
             exec_enabled: _,
         } = agent;
-        let mut sorted: Vec<&NicReport> = nics.iter().collect();
-        sorted.sort_by(|a, b| a.mac.cmp(&b.mac));
-        for nic in sorted {
+        for nic in nics {
             let NicReport {
                 mac,
                 name,
@@ -164,12 +162,6 @@ pub fn render_discovery_nics(report: &Report) -> Rendered {
 /// `zabbix`: the master item, one JSON document with every value.
 pub fn render_zabbix(report: &Report) -> Rendered {
     to_json(report, &document(report, Flavor::Zabbix))
-}
-
-fn sorted_vms(vms: &[VmReport]) -> Vec<&VmReport> {
-    let mut sorted: Vec<&VmReport> = vms.iter().collect();
-    sorted.sort_by(|a, b| a.name.cmp(&b.name));
-    sorted
 }
 
 fn discovery_error(report: &Report, fatal: &str) -> Rendered {

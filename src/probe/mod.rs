@@ -379,6 +379,10 @@ impl<'c> VmProbe<'c> {
                 rtt_ms,
             }
         });
+        // The report's order (NICs by MAC): renderers keep it, and the
+        // summary's first worst component is the same whatever the XML order.
+        let mut nics = nics;
+        nics.sort_by(|a, b| a.mac.cmp(&b.mac));
         let verdict = summarize(&self.agent, &nics, external.as_ref());
         let mut agent = self.agent;
         if self.dropped_interfaces > 0 {
