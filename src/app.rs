@@ -9,8 +9,8 @@ use crate::memory::remember::probe_remembering;
 use crate::memory::shared;
 use crate::memory::statedir::StateDir;
 use crate::output::{self, Rendered};
-use crate::qga::protocol::without_format_chars;
 use crate::report::Report;
+use crate::text::without_format_chars;
 use clap::Parser;
 use std::ffi::OsString;
 use std::io::{BufRead, IsTerminal, Write};
@@ -193,7 +193,7 @@ pub fn config_failure(command: Option<&Command>, error: &ConfigError) -> Failure
             stdout: None,
             stderr: Some(format!(
                 "vmnetprobe: {} (see --help)\n",
-                crate::qga::protocol::one_line(&error.0, 1000)
+                crate::text::one_line(&error.0, 1000)
             )),
             exit_code: USAGE_EXIT,
         },

@@ -16,4 +16,5 @@ pub mod probe;
 pub mod qga;
 pub mod report;
 pub mod serve;
+pub mod text;
 pub mod verdict;

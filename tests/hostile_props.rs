@@ -16,10 +16,11 @@ use vmnetprobe::output::{
     render_status_table, render_telegraf, render_zabbix,
 };
 use vmnetprobe::probe::ping;
+use vmnetprobe::qga::interfaces::{
+    GuestInterface, Route, MAX_ADDRESSES, MAX_DEFAULT_ROUTES, MAX_GUEST_NICS, MAX_PER_MAC,
+};
 use vmnetprobe::qga::protocol::{
-    parse_exec_pid, ExecStatus, GuestInfo, GuestInterface, OsInfo, Route, MAX_ADDRESSES,
-    MAX_DEFAULT_ROUTES, MAX_EXEC_OUTPUT_B64, MAX_GUEST_NICS, MAX_LIST_LEN, MAX_PER_MAC,
-    MAX_TEXT_LEN,
+    parse_exec_pid, ExecStatus, GuestInfo, OsInfo, MAX_EXEC_OUTPUT_B64, MAX_LIST_LEN, MAX_TEXT_LEN,
 };
 use vmnetprobe::report::{
     AgentReport, GatewaySource, GuestOs, NicKind, NicReport, Report, TargetReport, Thresholds,

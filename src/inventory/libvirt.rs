@@ -7,8 +7,9 @@ use super::{
     VmTarget,
 };
 use crate::qga::libvirt::LibvirtTransport;
-use crate::qga::protocol::{normalize_mac, one_line};
+use crate::qga::protocol::normalize_mac;
 use crate::qga::{AgentError, AgentTransport};
+use crate::text::one_line;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -16,8 +16,9 @@
 
 use super::VmSettings;
 use crate::probe::ping::validate_target;
-use crate::qga::protocol::{normalize_mac, one_line};
+use crate::qga::protocol::normalize_mac;
 use crate::report::NicKind;
+use crate::text::one_line;
 use std::net::IpAddr;
 
 /// The XML namespace of vmnetprobe's metadata element (`virsh metadata

@@ -38,27 +38,6 @@ fn exit_code_for(report: &Report) -> u8 {
     }
 }
 
-/// Text that came from a guest, libvirt or the user, made safe for a
-/// one-line slot: every control character (newline, CR, tab, ...) becomes a
-/// space, invisible format characters (bidi overrides) go.
-fn one_line(text: &str) -> String {
-    text.chars()
-        .filter(|c| !crate::qga::protocol::is_format_char(*c))
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
-}
-
-/// At most `max_chars` characters; a cut string ends in `…`.
-fn truncate_chars(text: &str, max_chars: usize) -> String {
-    if text.chars().count() <= max_chars {
-        return text.to_string();
-    }
-    let keep = max_chars.saturating_sub(1);
-    let mut out: String = text.chars().take(keep).collect();
-    out.push('…');
-    out
-}
-
 /// `text` when it is at most `max_chars` long, else its start, `~` and 8
 /// hex digits of a hash of the whole text (`max_chars` in all), so two long
 /// names with a common start stay two series.
@@ -178,12 +157,6 @@ mod tests {
     }
 
     #[test]
-    fn one_line_flattens_control_characters() {
-        assert_eq!(one_line("a\nb\r\nc\td\u{7f}"), "a b  c d ");
-        assert_eq!(one_line("ü ok"), "ü ok");
-    }
-
-    #[test]
     fn cut_names_stay_apart() {
         assert_eq!(cut_unique("short", 10), "short");
         let a = cut_unique(&format!("{}a", "x".repeat(100)), 20);
@@ -192,13 +165,6 @@ mod tests {
         assert!(a.starts_with("xxxxxxxxxxx~"), "{a}");
         assert_ne!(a, b);
         assert_eq!(cut_unique(&"ü".repeat(30), 20).chars().count(), 20);
-    }
-
-    #[test]
-    fn truncation_counts_characters_not_bytes() {
-        assert_eq!(truncate_chars("üüüüü", 5), "üüüüü");
-        assert_eq!(truncate_chars("üüüüüü", 5), "üüüü…");
-        assert_eq!(truncate_chars("abc", 0), "…");
     }
 
     #[test]

@@ -2,10 +2,9 @@
 //! line with perfdata, then long output (one line per VM, worst first, with
 //! its agent, NICs and external target indented), bounded in size.
 
-use super::{
-    counts_text, fixed_decimal, one_line, truncate_chars, with_hash, worst_first, Rendered,
-};
+use super::{counts_text, fixed_decimal, with_hash, worst_first, Rendered};
 use crate::report::{AgentReport, NicReport, Report, TargetReport, Thresholds, VmReport};
+use crate::text::{flatten, truncate_chars};
 use crate::verdict::ServiceState;
 use crate::verdict::Verdict;
 
@@ -79,7 +78,7 @@ pub fn render_nagios_capped(report: &Report, max_output: Option<usize>) -> Rende
 
 /// Plugin text: one line, no `|` (which would start perfdata).
 fn text(raw: &str) -> String {
-    one_line(raw).replace('|', "/")
+    flatten(raw).replace('|', "/")
 }
 
 /// `web01: <reason>`, or `3 VMs: 1 CRITICAL, 2 OK; web01: <reason>`.

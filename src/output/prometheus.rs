@@ -15,10 +15,11 @@
 //! timestamps in textfiles. A value that is unknown is left out, never
 //! written as NaN.
 
-use super::{agent_up, exit_code_for, fixed_decimal, one_line, reachable, Rendered};
+use super::{agent_up, exit_code_for, fixed_decimal, reachable, Rendered};
 use crate::report::{
     AgentReport, NicReport, Report, StateCounts, TargetReport, Thresholds, VmReport,
 };
+use crate::text::flatten;
 use crate::verdict::{ServiceState, Verdict};
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -417,7 +418,7 @@ pub fn render_prometheus(report: &Report) -> Rendered {
     if let Some(fatal) = fatal {
         // A comment: ignored by every parser, read by whoever looks at
         // /metrics or the textfile to see why vmnetprobe_up is 0.
-        let _ = writeln!(text, "# vmnetprobe error: {}", one_line(fatal));
+        let _ = writeln!(text, "# vmnetprobe error: {}", flatten(fatal));
     }
     for family in families.all() {
         family.write(&mut text);

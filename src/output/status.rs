@@ -4,8 +4,9 @@
 
 use super::json::{document, Flavor};
 use super::Rendered;
-use super::{counts_text, exit_code_for, fixed_decimal, one_line, truncate_chars, worst_first};
+use super::{counts_text, exit_code_for, fixed_decimal, worst_first};
 use crate::report::{AgentReport, NicReport, Report, TargetReport, Thresholds, VmReport};
+use crate::text::{flatten, truncate_chars};
 use crate::verdict::ServiceState;
 use crate::verdict::Verdict;
 
@@ -55,7 +56,7 @@ pub fn render_status_table_styled(report: &Report, color: bool) -> Rendered {
     let exit_code = exit_code_for(report);
     if let Some(fatal) = fatal {
         return Rendered {
-            text: format!("error: {}\n", one_line(fatal)),
+            text: format!("error: {}\n", flatten(fatal)),
             exit_code,
         };
     }
@@ -199,7 +200,7 @@ const ANSI_RESET: &str = "\x1b[0m";
 /// is left of [`WIDTH`] (escape codes take no columns). With `paint`, the
 /// state cell is coloured.
 fn row(cells: [&str; 6], paint: Option<ServiceState>) -> String {
-    let [name, state, os, nics, rtt, reason] = cells.map(one_line);
+    let [name, state, os, nics, rtt, reason] = cells.map(flatten);
     let mut line = String::new();
     let mut columns = 0;
     for (i, (text, width)) in [

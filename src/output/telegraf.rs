@@ -3,10 +3,11 @@
 //! values made storable by InfluxDB 1.x, stable field types, one timestamp
 //! (the start of the run) on every line.
 
-use super::{agent_up, cut_unique, one_line, reachable, truncate_chars, Rendered};
+use super::{agent_up, cut_unique, reachable, Rendered};
 use crate::report::{
     AgentReport, NicReport, Report, StateCounts, TargetReport, Thresholds, VmReport,
 };
+use crate::text::{flatten, truncate_chars};
 use crate::verdict::Verdict;
 use std::collections::BTreeMap;
 
@@ -286,7 +287,7 @@ fn escape_with(text: &str, equals: bool) -> String {
 fn tag_value(raw: &str) -> String {
     // Every Unicode space becomes ' ' first, so trimming cannot uncover a
     // backslash the walk below already judged.
-    let flat: String = one_line(raw)
+    let flat: String = flatten(raw)
         .chars()
         .map(|c| if c.is_whitespace() { ' ' } else { c })
         .collect();
@@ -307,7 +308,7 @@ fn tag_value(raw: &str) -> String {
 
 /// A string field: one line, `"` and `\` escaped, quoted.
 fn string_field(raw: &str) -> String {
-    let flat = truncate_chars(&one_line(raw), STRING_FIELD_MAX_CHARS);
+    let flat = truncate_chars(&flatten(raw), STRING_FIELD_MAX_CHARS);
     let mut out = String::with_capacity(flat.len() + 2);
     out.push('"');
     for c in flat.chars() {

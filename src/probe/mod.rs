@@ -19,7 +19,7 @@ use crate::memory::facts::{
     now_ms, AgentFacts, FactBook, FactUpdate, RouteEntry, RouteMemo, ROUTE_TTL,
 };
 use crate::qga::{
-    protocol, Agent, AgentError, AgentTransport, FreezeStatus, GuestInfo, GuestInterface, RawReply,
+    Agent, AgentError, AgentTransport, FreezeStatus, GuestInfo, GuestInterface, RawReply,
 };
 use crate::report::{
     AgentReport, GatewaySource, GuestOs, NicKind, NicReport, TargetReport, VmReport,
@@ -391,7 +391,7 @@ impl<'c> VmProbe<'c> {
                 "{}; {} more guest interfaces not checked (at most {} NICs)",
                 agent.reason,
                 self.dropped_interfaces,
-                protocol::MAX_GUEST_NICS
+                crate::qga::interfaces::MAX_GUEST_NICS
             );
         }
         VmReport {

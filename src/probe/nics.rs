@@ -175,7 +175,7 @@ impl VmProbe<'_> {
             let mut macs: Vec<&str> = interfaces
                 .iter()
                 .filter_map(|g| g.mac.as_deref())
-                .filter(|m| *m != protocol::ZERO_MAC)
+                .filter(|m| *m != crate::qga::interfaces::ZERO_MAC)
                 .collect();
             macs.sort_unstable();
             macs.dedup();

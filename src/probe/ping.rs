@@ -2,8 +2,8 @@
 //! result means. No shell is involved; every target is an IP literal that
 //! was parsed and checked on the host.
 
-use crate::qga::protocol::one_line;
 use crate::qga::ExecStatus;
+use crate::text::one_line;
 use crate::verdict::policy::{Finding, PingTarget};
 use std::net::IpAddr;
 use std::time::Duration;

@@ -2,6 +2,7 @@
 //! (libvirt passthrough, a unix socket, or a scripted fake in tests).
 
 pub mod fake;
+pub mod interfaces;
 #[cfg(feature = "libvirt")]
 pub mod libvirt;
 pub mod protocol;
@@ -12,9 +13,8 @@ use serde_json::Value;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-pub use protocol::{
-    ExecStatus, FreezeStatus, GuestInfo, GuestInterface, InterfaceList, OsInfo, Route,
-};
+pub use interfaces::{GuestInterface, InterfaceList, Route};
+pub use protocol::{ExecStatus, FreezeStatus, GuestInfo, OsInfo};
 pub use reply::RawReply;
 
 /// Sends one agent command and waits, at most `timeout`, for its reply.
@@ -126,7 +126,7 @@ pub fn classify_agent_error(command: &str, class: Option<&str>, desc: &str) -> A
     if class == Some("CommandNotFound") || desc.contains("has not been found") {
         return AgentError::NotFound { command };
     }
-    let desc = protocol::one_line(desc, 200);
+    let desc = crate::text::one_line(desc, 200);
     if desc.contains(SPAWN_FAILED) && desc.contains("(Permission denied)") {
         return AgentError::ExecDenied { command, desc };
     }
