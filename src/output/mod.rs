@@ -5,6 +5,7 @@
 //! they share (one-line text, fixed-point numbers, "did the target answer",
 //! worst-first order).
 
+mod exposition;
 mod json;
 mod nagios;
 mod prometheus;
