@@ -11,8 +11,8 @@ use vmnetprobe::report::{
     AgentReport, GatewaySource, GuestOs, NicKind, NicReport, Report, TargetReport, Thresholds,
     VmReport,
 };
-use vmnetprobe::verdict::Code;
-use vmnetprobe::verdict::ServiceState::{self, Critical, Ok as Good, Unknown, Warning};
+use vmnetprobe::verdict::policy::{Finding, PingTarget, Policy};
+use vmnetprobe::verdict::summary::summarize;
 use vmnetprobe::verdict::Verdict;
 
 const TIMESTAMP_NS: u64 = 1_795_636_800_000_000_000;
@@ -22,11 +22,42 @@ fn ip(text: &str) -> IpAddr {
     text.parse().expect("fixture IP")
 }
 
-fn agent_up(version: &str) -> AgentReport {
+/// The policy of the fixture's run (`-w 100 -c 500`): every verdict in the
+/// fixture is the policy's own judgement of a finding, and every VM's the
+/// summary of its parts, so the golden files cannot drift from what the
+/// probe reports.
+fn policy() -> Policy {
+    Policy {
+        rtt_warning: Some("100".parse().expect("range")),
+        rtt_critical: Some("500".parse().expect("range")),
+        ..Policy::default()
+    }
+}
+
+fn judge(finding: Finding) -> Verdict {
+    policy().verdict(&finding)
+}
+
+fn gw() -> PingTarget {
+    PingTarget::Gateway(ip("192.0.2.1"))
+}
+
+fn ext() -> PingTarget {
+    PingTarget::External(ip(EXTERNAL))
+}
+
+fn rtt_of(finding: &Finding) -> Option<f64> {
+    match finding {
+        Finding::Reachable(_, rtt) => *rtt,
+        _ => None,
+    }
+}
+
+fn agent(version: &str, exec_enabled: bool) -> AgentReport {
     AgentReport {
-        verdict: Verdict::new(Good, Code::Ok, format!("guest agent {version} responding")),
-        version: Some(version.to_string()),
-        exec_enabled: Some(true),
+        verdict: judge(Finding::AgentUp(version.to_string())),
+        version: (!version.is_empty()).then(|| version.to_string()),
+        exec_enabled: Some(exec_enabled),
     }
 }
 
@@ -39,8 +70,7 @@ fn nic(
     ips: &[&str],
     gateway: Option<&str>,
     kind: NicKind,
-    verdict: Verdict,
-    rtt_ms: Option<f64>,
+    finding: Finding,
 ) -> NicReport {
     NicReport {
         mac: mac.to_string(),
@@ -51,16 +81,41 @@ fn nic(
         gateway: gateway.map(ip),
         gateway_source: gateway.map(|_| GatewaySource::LibvirtNetwork),
         kind,
-        verdict,
-        rtt_ms,
+        rtt_ms: rtt_of(&finding),
+        verdict: judge(finding),
     }
 }
 
-fn external(state: ServiceState, code: Code, reason: &str, rtt: Option<f64>) -> TargetReport {
+fn external(finding: Finding) -> TargetReport {
     TargetReport {
         address: ip(EXTERNAL),
-        verdict: Verdict::new(state, code, reason),
-        rtt_ms: rtt,
+        rtt_ms: rtt_of(&finding),
+        verdict: judge(finding),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn vm(
+    name: &str,
+    uuid: Option<&str>,
+    os: GuestOs,
+    agent: AgentReport,
+    nics: Vec<NicReport>,
+    external: TargetReport,
+    duration_ms: f64,
+    (agent_commands, agent_execs): (u32, u32),
+) -> VmReport {
+    VmReport {
+        name: name.to_string(),
+        uuid: uuid.map(String::from),
+        os,
+        verdict: summarize(&agent.verdict, &nics, Some(&external)),
+        agent,
+        nics,
+        external: Some(external),
+        duration_ms,
+        agent_commands,
+        agent_execs,
     }
 }
 
@@ -68,13 +123,12 @@ fn external(state: ServiceState, code: Code, reason: &str, rtt: Option<f64>) -> 
 /// internal NIC without gateway, WARNING (RTT), a nasty name, CRITICAL
 /// (gateway down), and a Windows VM with guest-exec disabled.
 fn fixture() -> Report {
-    let app01 = VmReport {
-        name: "app01".to_string(),
-        uuid: Some("6695eb01-f6a4-8304-79aa-97f2502e193f".to_string()),
-        os: GuestOs::Linux,
-        verdict: Verdict::new(Good, Code::Ok, "all reachable"),
-        agent: agent_up("7.2.22"),
-        nics: vec![
+    let app01 = vm(
+        "app01",
+        Some("6695eb01-f6a4-8304-79aa-97f2502e193f"),
+        GuestOs::Linux,
+        agent("7.2.22", true),
+        vec![
             nic(
                 "52:54:00:aa:bb:01",
                 "eth0",
@@ -83,8 +137,7 @@ fn fixture() -> Report {
                 &["192.0.2.10", "2001:db8::10"],
                 Some("192.0.2.1"),
                 NicKind::External,
-                Verdict::new(Good, Code::Ok, "gateway 192.0.2.1 rtt 0.41 ms"),
-                Some(0.412),
+                Finding::Reachable(gw(), Some(0.412)),
             ),
             nic(
                 "52:54:00:aa:bb:02",
@@ -94,31 +147,19 @@ fn fixture() -> Report {
                 &["10.0.0.10"],
                 None,
                 NicKind::Internal,
-                Verdict::new(Good, Code::NoGateway, "no gateway known"),
-                None,
+                Finding::NoGateway,
             ),
         ],
-        external: Some(external(
-            Good,
-            Code::Ok,
-            "external 198.51.100.1 rtt 12 ms",
-            Some(12.3),
-        )),
-        duration_ms: 41.5,
-        agent_commands: 5,
-        agent_execs: 3,
-    };
-    let db02 = VmReport {
-        name: "db02".to_string(),
-        uuid: Some("0b6ce2a4-3e44-4c47-9c1e-2d0e5e7f0d02".to_string()),
-        os: GuestOs::Linux,
-        verdict: Verdict::new(
-            Warning,
-            Code::RttHigh,
-            "eth0: gateway 192.0.2.1 rtt 151 ms outside warning range 100",
-        ),
-        agent: agent_up("10.0.2"),
-        nics: vec![nic(
+        external(Finding::Reachable(ext(), Some(12.3))),
+        41.5,
+        (5, 3),
+    );
+    let db02 = vm(
+        "db02",
+        Some("0b6ce2a4-3e44-4c47-9c1e-2d0e5e7f0d02"),
+        GuestOs::Linux,
+        agent("10.0.2", true),
+        vec![nic(
             "52:54:00:aa:bb:03",
             "eth0",
             "vnet2",
@@ -126,34 +167,18 @@ fn fixture() -> Report {
             &["192.0.2.11"],
             Some("192.0.2.1"),
             NicKind::External,
-            Verdict::new(
-                Warning,
-                Code::RttHigh,
-                "gateway 192.0.2.1 rtt 151 ms outside warning range 100",
-            ),
-            Some(150.5),
+            Finding::Reachable(gw(), Some(150.5)),
         )],
-        external: Some(external(
-            Good,
-            Code::Ok,
-            "external 198.51.100.1 rtt 0.00 ms",
-            Some(0.0000001),
-        )),
-        duration_ms: 38.25,
-        agent_commands: 7,
-        agent_execs: 3,
-    };
-    let nasty = VmReport {
-        name: "web 01, \"x\"=ü\\".to_string(),
-        uuid: None,
-        os: GuestOs::Unknown,
-        verdict: Verdict::new(Good, Code::Ok, "all reachable"),
-        agent: AgentReport {
-            verdict: Verdict::new(Good, Code::Ok, "guest agent responding"),
-            version: None,
-            exec_enabled: Some(true),
-        },
-        nics: vec![NicReport {
+        external(Finding::Reachable(ext(), Some(0.0000001))),
+        38.25,
+        (7, 3),
+    );
+    let mut nasty = vm(
+        "web 01, \"x\"=ü\\",
+        None,
+        GuestOs::Unknown,
+        agent("", true),
+        vec![NicReport {
             mac: "52:54:00:aa:bb:04".to_string(),
             name: None,
             host_dev: None,
@@ -162,30 +187,20 @@ fn fixture() -> Report {
             gateway: Some(ip("192.0.2.1")),
             gateway_source: Some(GatewaySource::User),
             kind: NicKind::Internal,
-            verdict: Verdict::new(Good, Code::Ok, "gateway 192.0.2.1 reachable"),
+            verdict: judge(Finding::Reachable(gw(), None)),
             rtt_ms: None,
         }],
-        external: Some(external(
-            Good,
-            Code::Ok,
-            "external 198.51.100.1 rtt 1.50 ms",
-            Some(1.5),
-        )),
-        duration_ms: 20.0,
-        agent_commands: 4,
-        agent_execs: 2,
-    };
-    let web01 = VmReport {
-        name: "web01".to_string(),
-        uuid: Some("9a1f3c5e-7b2d-4e6f-8a9b-0c1d2e3f4a05".to_string()),
-        os: GuestOs::Linux,
-        verdict: Verdict::new(
-            Critical,
-            Code::GatewayUnreachable,
-            "eth0: gateway 192.0.2.1 unreachable (destination host unreachable)",
-        ),
-        agent: agent_up("7.2.22"),
-        nics: vec![nic(
+        external(Finding::Reachable(ext(), Some(1.5))),
+        20.0,
+        (4, 2),
+    );
+    nasty.agent.version = None;
+    let web01 = vm(
+        "web01",
+        Some("9a1f3c5e-7b2d-4e6f-8a9b-0c1d2e3f4a05"),
+        GuestOs::Linux,
+        agent("7.2.22", true),
+        vec![nic(
             "52:54:00:aa:bb:05",
             "eth0",
             "vnet3",
@@ -193,38 +208,18 @@ fn fixture() -> Report {
             &["192.0.2.13"],
             Some("192.0.2.1"),
             NicKind::External,
-            Verdict::new(
-                Critical,
-                Code::GatewayUnreachable,
-                "gateway 192.0.2.1 unreachable (destination host unreachable)",
-            ),
-            None,
+            Finding::Unreachable(gw(), "destination host unreachable".into()),
         )],
-        external: Some(external(
-            Critical,
-            Code::ExternalUnreachable,
-            "external 198.51.100.1 unreachable",
-            None,
-        )),
-        duration_ms: 1012.0,
-        agent_commands: 9,
-        agent_execs: 3,
-    };
-    let win01 = VmReport {
-        name: "win01".to_string(),
-        uuid: Some("4c4c4544-0042-3510-8052-b4c04f4e3032".to_string()),
-        os: GuestOs::Windows,
-        verdict: Verdict::new(
-            Unknown,
-            Code::ExecDisabled,
-            "guest-exec disabled by the guest agent's policy",
-        ),
-        agent: AgentReport {
-            verdict: Verdict::new(Good, Code::Ok, "guest agent 108.0.2 responding"),
-            version: Some("108.0.2".to_string()),
-            exec_enabled: Some(false),
-        },
-        nics: vec![nic(
+        external(Finding::Unreachable(ext(), String::new())),
+        1012.0,
+        (9, 3),
+    );
+    let win01 = vm(
+        "win01",
+        Some("4c4c4544-0042-3510-8052-b4c04f4e3032"),
+        GuestOs::Windows,
+        agent("108.0.2", false),
+        vec![nic(
             "52:54:00:aa:bb:06",
             "Ethernet 2",
             "vnet4",
@@ -232,29 +227,18 @@ fn fixture() -> Report {
             &["192.0.2.14"],
             Some("192.0.2.1"),
             NicKind::External,
-            Verdict::new(
-                Unknown,
-                Code::ExecDisabled,
-                "guest-exec disabled by the guest agent's policy",
-            ),
-            None,
+            Finding::ExecDisabled,
         )],
-        external: Some(external(
-            Unknown,
-            Code::ExecDisabled,
-            "guest-exec disabled by the guest agent's policy",
-            None,
-        )),
-        duration_ms: 15.75,
-        agent_commands: 3,
-        agent_execs: 0,
-    };
+        external(Finding::ExecDisabled),
+        15.75,
+        (3, 0),
+    );
     Report {
         vms: vec![app01, db02, nasty, web01, win01],
         external_target: Some(ip(EXTERNAL)),
         thresholds: Thresholds {
-            warning: Some("100".parse().expect("range")),
-            critical: Some("500".parse().expect("range")),
+            warning: policy().rtt_warning,
+            critical: policy().rtt_critical,
         },
         fatal: None,
         timestamp_ns: TIMESTAMP_NS,
