@@ -334,7 +334,7 @@ fn component(verdict: &Verdict, label: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{GuestOs, NicKind};
+    use crate::report::{fixture, NicKind};
     use crate::verdict::Code;
 
     fn verdict(state: ServiceState, reason: &str) -> Verdict {
@@ -350,33 +350,22 @@ mod tests {
     }
 
     fn vm(name: &str, state: ServiceState, rtt: Option<f64>) -> VmReport {
-        VmReport {
-            name: name.to_string(),
-            uuid: None,
-            os: GuestOs::Linux,
-            verdict: verdict(state, "eth0: gateway 192.0.2.1 rtt 0.41 ms"),
-            agent: AgentReport {
-                verdict: verdict(ServiceState::Ok, "guest agent 7.2.22 responding"),
-                version: Some("7.2.22".to_string()),
-                exec_enabled: Some(true),
-            },
-            nics: vec![NicReport {
-                mac: "52:54:00:aa:bb:01".to_string(),
-                name: Some("eth0".to_string()),
-                host_dev: Some("vnet0".to_string()),
-                network: Some("default".to_string()),
-                ips: vec!["192.0.2.10".parse().expect("ip")],
-                gateway: Some("192.0.2.1".parse().expect("ip")),
-                gateway_source: None,
-                kind: NicKind::External,
-                verdict: verdict(state, "gateway 192.0.2.1 rtt 0.41 ms"),
-                rtt_ms: rtt,
-            }],
-            external: None,
-            duration_ms: 1.0,
-            agent_commands: 0,
-            agent_execs: 0,
-        }
+        let agent = verdict(ServiceState::Ok, "guest agent 7.2.22 responding");
+        let mut vm = fixture::vm(name, agent);
+        vm.verdict = verdict(state, "eth0: gateway 192.0.2.1 rtt 0.41 ms");
+        vm.agent.version = Some("7.2.22".to_string());
+        let mut nic = fixture::nic(
+            "52:54:00:aa:bb:01",
+            verdict(state, "gateway 192.0.2.1 rtt 0.41 ms"),
+        );
+        nic.host_dev = Some("vnet0".to_string());
+        nic.network = Some("default".to_string());
+        nic.ips = vec!["192.0.2.10".parse().expect("ip")];
+        nic.gateway = Some("192.0.2.1".parse().expect("ip"));
+        nic.kind = NicKind::External;
+        nic.rtt_ms = rtt;
+        vm.nics.push(nic);
+        vm
     }
 
     fn report(vms: Vec<VmReport>) -> Report {

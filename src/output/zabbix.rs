@@ -184,48 +184,23 @@ fn to_json<T: Serialize>(report: &Report, value: &T) -> Rendered {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{GuestOs, NicKind};
+    use crate::report::{fixture, GuestOs};
     use crate::verdict::Code;
-    use crate::verdict::ServiceState;
-    use crate::verdict::Verdict;
 
     fn report() -> Report {
-        let ok = |reason: &str| Verdict::new(ServiceState::Ok, Code::Ok, reason);
-        Report {
-            vms: vec![VmReport {
-                name: "web 01, \"x\"=ü\\".to_string(),
-                uuid: None,
-                os: GuestOs::Windows,
-                verdict: ok("fine"),
-                agent: AgentReport {
-                    verdict: ok("up"),
-                    version: None,
-                    exec_enabled: Some(true),
-                },
-                nics: vec![NicReport {
-                    mac: "52:54:00:00:00:02".to_string(),
-                    name: None,
-                    host_dev: None,
-                    network: None,
-                    ips: vec![],
-                    gateway: None,
-                    gateway_source: None,
-                    kind: NicKind::Internal,
-                    verdict: Verdict::new(ServiceState::Ok, Code::NoGateway, "no gateway known"),
-                    rtt_ms: None,
-                }],
-                external: None,
-                duration_ms: 1.0,
-                agent_commands: 0,
-                agent_execs: 0,
-            }],
-            external_target: None,
-            thresholds: Thresholds::default(),
-            fatal: None,
-            timestamp_ns: 1,
-            duration_ms: 2.0,
-            age_ms: None,
-        }
+        let mut vm = fixture::vm("web 01, \"x\"=ü\\", fixture::ok(Code::Ok, "up"));
+        vm.verdict = fixture::ok(Code::Ok, "fine");
+        vm.os = GuestOs::Windows;
+        vm.agent.version = None;
+        let mut nic = fixture::nic(
+            "52:54:00:00:00:02",
+            fixture::ok(Code::NoGateway, "no gateway known"),
+        );
+        nic.name = None;
+        vm.nics.push(nic);
+        let mut report = fixture::report(vec![vm]);
+        report.duration_ms = 2.0;
+        report
     }
 
     #[test]

@@ -62,46 +62,26 @@ fn debounce(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{AgentReport, GuestOs, NicKind, NicReport, TargetReport};
+    use crate::report::fixture;
     use crate::verdict::Code;
 
     fn vm(nic_state: ServiceState, ext_state: ServiceState) -> VmReport {
-        let agent = Verdict::new(ServiceState::Ok, Code::Ok, "guest agent 7.2 responding");
-        VmReport {
-            name: "vm1".into(),
-            uuid: None,
-            os: GuestOs::Linux,
-            verdict: agent.clone(),
-            agent: AgentReport {
-                verdict: agent,
-                version: Some("7.2".into()),
-                exec_enabled: Some(true),
-            },
-            nics: vec![NicReport {
-                mac: "52:54:00:aa:bb:01".into(),
-                name: Some("eth0".into()),
-                host_dev: None,
-                network: None,
-                ips: vec![],
-                gateway: None,
-                gateway_source: None,
-                kind: NicKind::Internal,
-                verdict: Verdict::new(
-                    nic_state,
-                    Code::GatewayUnreachable,
-                    "gateway 192.0.2.1 unreachable",
-                ),
-                rtt_ms: None,
-            }],
-            external: Some(TargetReport {
-                address: "198.51.100.1".parse().unwrap(),
-                verdict: Verdict::new(ext_state, Code::ExternalUnreachable, "external unreachable"),
-                rtt_ms: None,
-            }),
-            duration_ms: 1.0,
-            agent_commands: 0,
-            agent_execs: 0,
-        }
+        let agent = fixture::ok(Code::Ok, "guest agent 7.2 responding");
+        let mut vm = fixture::vm("vm1", agent);
+        vm.nics.push(fixture::nic(
+            "52:54:00:aa:bb:01",
+            Verdict::new(
+                nic_state,
+                Code::GatewayUnreachable,
+                "gateway 192.0.2.1 unreachable",
+            ),
+        ));
+        vm.external = Some(fixture::external(Verdict::new(
+            ext_state,
+            Code::ExternalUnreachable,
+            "external unreachable",
+        )));
+        vm
     }
 
     #[test]

@@ -78,26 +78,13 @@ pub fn apply_grace(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{AgentReport, GuestOs};
+    use crate::report::fixture;
 
     fn vm(code: Code, version: Option<&str>) -> VmReport {
         let verdict = Verdict::new(ServiceState::Unknown, code, "guest agent not connected");
-        VmReport {
-            name: "vm1".into(),
-            uuid: None,
-            os: GuestOs::Unknown,
-            verdict: verdict.clone(),
-            agent: AgentReport {
-                verdict,
-                version: version.map(String::from),
-                exec_enabled: None,
-            },
-            nics: Vec::new(),
-            external: None,
-            duration_ms: 1.0,
-            agent_commands: 0,
-            agent_execs: 0,
-        }
+        let mut vm = fixture::vm("vm1", verdict);
+        vm.agent.version = version.map(String::from);
+        vm
     }
 
     const NOW: u64 = 1_000_000_000;

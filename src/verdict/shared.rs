@@ -53,60 +53,29 @@ fn rejudge(verdict: &mut Verdict, target: PingTarget, rtt: Option<f64>, policy: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{AgentReport, GuestOs, NicKind, NicReport, TargetReport, VmReport};
+    use crate::report::{fixture, NicKind};
     use crate::verdict::threshold::Range;
     use crate::verdict::ServiceState;
 
     fn report(policy: &Policy) -> Report {
         let gw = "192.0.2.1".parse().unwrap();
-        let ext = "198.51.100.1".parse().unwrap();
-        let agent = Verdict::new(ServiceState::Ok, Code::Ok, "guest agent 7.2 responding");
-        let nics = vec![NicReport {
-            mac: "52:54:00:00:00:01".into(),
-            name: Some("eth0".into()),
-            host_dev: None,
-            network: None,
-            ips: vec![],
-            gateway: Some(gw),
-            gateway_source: None,
-            kind: NicKind::External,
-            verdict: policy.rtt_verdict(PingTarget::Gateway(gw), Some(150.0)),
-            rtt_ms: Some(150.0),
-        }];
-        let external = Some(TargetReport {
-            address: ext,
-            verdict: Verdict::new(
-                ServiceState::Critical,
-                Code::ExternalUnreachable,
-                "external unreachable",
-            ),
-            rtt_ms: None,
-        });
-        let verdict = summarize(&agent, &nics, external.as_ref());
-        Report {
-            vms: vec![VmReport {
-                name: "vm1".into(),
-                uuid: None,
-                os: GuestOs::Linux,
-                verdict,
-                agent: AgentReport {
-                    verdict: agent,
-                    version: Some("7.2".into()),
-                    exec_enabled: Some(true),
-                },
-                nics,
-                external,
-                duration_ms: 1.0,
-                agent_commands: 0,
-                agent_execs: 0,
-            }],
-            external_target: Some(ext),
-            thresholds: Thresholds::default(),
-            fatal: None,
-            timestamp_ns: 0,
-            duration_ms: 1.0,
-            age_ms: None,
-        }
+        let agent = fixture::ok(Code::Ok, "guest agent 7.2 responding");
+        let mut vm = fixture::vm("vm1", agent);
+        let mut nic = fixture::nic(
+            "52:54:00:00:00:01",
+            policy.rtt_verdict(PingTarget::Gateway(gw), Some(150.0)),
+        );
+        nic.gateway = Some(gw);
+        nic.kind = NicKind::External;
+        nic.rtt_ms = Some(150.0);
+        vm.nics.push(nic);
+        vm.external = Some(fixture::external(Verdict::new(
+            ServiceState::Critical,
+            Code::ExternalUnreachable,
+            "external unreachable",
+        )));
+        vm.verdict = summarize(&vm.agent.verdict, &vm.nics, vm.external.as_ref());
+        fixture::report(vec![vm])
     }
 
     #[test]

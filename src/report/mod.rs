@@ -6,6 +6,9 @@ use crate::verdict::{ServiceState, Verdict};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::net::IpAddr;
 
+#[cfg(test)]
+pub(crate) mod fixture;
+
 // The model is also read back from the state directory (results shared
 // under `--min-interval`), hence `Deserialize`; the few foreign types go
 // through their `FromStr`.
