@@ -21,6 +21,7 @@
 mod common;
 
 use common::consumer::*;
+use common::line_protocol::{self, Field};
 use common::package;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -968,14 +969,6 @@ impl Influx {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
-enum Field {
-    Int(i64),
-    Float(f64),
-    Bool(bool),
-    Str(String),
-}
-
 #[derive(Debug, Clone)]
 struct Line {
     measurement: String,
@@ -984,43 +977,15 @@ struct Line {
     timestamp: Option<i64>,
 }
 
-/// One line as InfluxData's own parser (the `influxdb-line-protocol`
-/// crate) reads it; a line it refuses fails the test.
+/// One line as the tests' line-protocol reader (InfluxData's own parser)
+/// reads it; a line it refuses fails the test.
 fn parse_lp(line: &str) -> Line {
-    use influxdb_line_protocol::FieldValue;
-    let mut parsed: Vec<_> = influxdb_line_protocol::parse_lines(line).collect();
-    assert_eq!(parsed.len(), 1, "one line expected: {line:?}");
-    let parsed = parsed
-        .remove(0)
-        .unwrap_or_else(|e| panic!("line protocol parser refused {line:?}: {e}"));
-    let tags = parsed
-        .series
-        .tag_set
-        .iter()
-        .flatten()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let fields = parsed
-        .field_set
-        .iter()
-        .map(|(k, v)| {
-            let field = match v {
-                FieldValue::I64(i) => Field::Int(*i),
-                FieldValue::U64(u) => {
-                    panic!("vmnetprobe writes no unsigned field: {u} in {line:?}")
-                }
-                FieldValue::F64(x) => Field::Float(*x),
-                FieldValue::Boolean(b) => Field::Bool(*b),
-                FieldValue::String(s) => Field::Str(s.to_string()),
-            };
-            (k.to_string(), field)
-        })
-        .collect();
+    let point = line_protocol::parse(line).unwrap_or_else(|e| panic!("{e}"));
     Line {
-        measurement: parsed.series.measurement.to_string(),
-        tags,
-        fields,
-        timestamp: parsed.timestamp,
+        measurement: point.measurement,
+        tags: point.tags.into_iter().collect(),
+        fields: point.fields.into_iter().collect(),
+        timestamp: point.timestamp,
     }
 }
 

@@ -1,6 +1,9 @@
 //! Golden files: one fixture report rendered in every output format, plus a
 //! failed run. `UPDATE_GOLDEN=1 cargo test --test golden` rewrites them.
 
+mod common;
+
+use common::line_protocol::{parse, Field};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use vmnetprobe::output::{
@@ -551,26 +554,17 @@ type Schema = std::collections::BTreeMap<
 /// InfluxData's own parser (`influxdb-line-protocol`); a refused line fails.
 fn line_protocol_schema(text: &str) -> Schema {
     let mut schema = Schema::new();
-    for parsed in influxdb_line_protocol::parse_lines(text) {
-        let line = parsed.unwrap_or_else(|e| panic!("line protocol parser refused: {e}\n{text}"));
-        let (fields, tags) = schema
-            .entry(line.series.measurement.to_string())
-            .or_default();
-        tags.extend(
-            line.series
-                .tag_set
-                .iter()
-                .flatten()
-                .map(|(k, _)| k.to_string()),
-        );
-        fields.extend(line.field_set.iter().map(|(k, _)| k.to_string()));
+    for line in text.lines() {
+        let point = parse(line).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let (fields, tags) = schema.entry(point.measurement).or_default();
+        tags.extend(point.tags.into_iter().map(|(k, _)| k));
+        fields.extend(point.fields.into_iter().map(|(k, _)| k));
     }
     schema
 }
 
 #[test]
 fn telegraf_lines_read_back_as_written_by_influxdatas_parser() {
-    use influxdb_line_protocol::FieldValue;
     let mut report = fixture();
     // A 100 KB VM name must not make a 100 KB line (Telegraf refuses lines
     // over 64 KiB), and two such names must stay two series.
@@ -580,8 +574,9 @@ fn telegraf_lines_read_back_as_written_by_influxdatas_parser() {
     long_b.name = format!("{}b", "x".repeat(100_000));
     report.vms.extend([long_a, long_b]);
     let text = render_telegraf(&report).text;
-    let lines: Vec<_> = influxdb_line_protocol::parse_lines(&text)
-        .map(|l| l.unwrap_or_else(|e| panic!("refused: {e}\n{text}")))
+    let lines: Vec<_> = text
+        .lines()
+        .map(|l| parse(l).unwrap_or_else(|e| panic!("{e}\n{text}")))
         .collect();
     assert_eq!(lines.len(), text.lines().count());
     for raw in text.lines() {
@@ -589,8 +584,8 @@ fn telegraf_lines_read_back_as_written_by_influxdatas_parser() {
     }
     let vm_tags: Vec<String> = lines
         .iter()
-        .filter(|l| l.series.measurement.as_str() == "vmnetprobe_vm")
-        .map(|l| l.tag_value("vm").map(|v| v.to_string()).unwrap_or_default())
+        .filter(|l| l.measurement == "vmnetprobe_vm")
+        .map(|l| l.tag("vm").unwrap_or_default().to_string())
         .collect();
     assert!(
         vm_tags.contains(&r#"web 01, "x"=ü"#.to_string()),
@@ -601,37 +596,24 @@ fn telegraf_lines_read_back_as_written_by_influxdatas_parser() {
     // Types as written: integers, floats, booleans and strings.
     let web01 = lines
         .iter()
-        .find(|l| l.tag_value("vm").map(|v| v.as_str()) == Some("web01"))
+        .find(|l| l.tag("vm") == Some("web01"))
         .expect("web01 line");
-    assert_eq!(web01.field_value("state_code"), Some(&FieldValue::I64(2)));
-    assert_eq!(
-        web01.field_value("agent_up"),
-        Some(&FieldValue::Boolean(true))
-    );
-    assert_eq!(
-        web01.field_value("duration_ms"),
-        Some(&FieldValue::F64(1012.0))
-    );
-    assert!(
-        matches!(web01.field_value("os"), Some(FieldValue::String(s)) if s.as_str() == "linux")
-    );
+    assert_eq!(web01.field("state_code"), Some(&Field::Int(2)));
+    assert_eq!(web01.field("agent_up"), Some(&Field::Bool(true)));
+    assert_eq!(web01.field("duration_ms"), Some(&Field::Float(1012.0)));
+    assert_eq!(web01.field("os"), Some(&Field::Str("linux".into())));
     assert_eq!(web01.timestamp, Some(TIMESTAMP_NS as i64));
     // Tags are host-side facts only: the guest's OS and interface name are fields.
     for line in &lines {
         for key in ["os", "nic"] {
-            assert!(line.tag_value(key).is_none(), "{key} is a tag: {line:?}");
+            assert!(line.tag(key).is_none(), "{key} is a tag: {line:?}");
         }
     }
     let win_nic = lines
         .iter()
-        .find(|l| {
-            l.series.measurement.as_str() == "vmnetprobe_nic"
-                && l.tag_value("vm").map(|v| v.as_str()) == Some("win01")
-        })
+        .find(|l| l.measurement == "vmnetprobe_nic" && l.tag("vm") == Some("win01"))
         .expect("win01 NIC line");
-    assert!(
-        matches!(win_nic.field_value("nic"), Some(FieldValue::String(s)) if s.as_str() == "Ethernet 2")
-    );
+    assert_eq!(win_nic.field("nic"), Some(&Field::Str("Ethernet 2".into())));
 }
 
 /// Every identifier an InfluxQL query names: `FROM "m"` is the measurement,

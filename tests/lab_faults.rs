@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod common;
 mod lab_support;
 
 use lab_support::{lab, parse_line, probe_args, read_manifest, require_lab, s, LabGuard, Line};

@@ -16,6 +16,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+mod common;
 mod lab_support;
 
 use lab_support::{lab, parse_line, probe_args, read_manifest, require_lab, s, LabGuard, Line};

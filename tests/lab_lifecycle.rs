@@ -15,6 +15,7 @@ use serde_json::Value;
 use std::process::Command;
 use std::time::Instant;
 
+mod common;
 mod lab_support;
 
 use lab_support::{lab, probe_args, read_manifest, require_lab, s, LabGuard};

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod consumer;
+pub mod line_protocol;
 pub mod package;
 
 use std::net::IpAddr;
