@@ -24,10 +24,16 @@ fn main() -> std::io::Result<()> {
     let completions = out.join("completions");
     std::fs::create_dir_all(&man)?;
     std::fs::create_dir_all(&completions)?;
-    let mut command = cli::Args::command();
+    let libvirt = std::env::var_os("CARGO_FEATURE_LIBVIRT").is_some();
+    let mut command = cli::Args::command().version(cli::version_text(libvirt));
     let roff = out.join("roff");
     std::fs::create_dir_all(&roff)?;
     clap_mangen::generate_to(command.clone(), &roff)?;
+    // vmnetprobe(1) again, with the operator sections as real man page
+    // sections (clap_mangen would put --help's text under one "EXTRA").
+    let mut top = command.clone().disable_help_subcommand(true);
+    top.build();
+    write_top_page(&clap_mangen::Man::new(top), &roff.join("vmnetprobe.1"))?;
     for page in std::fs::read_dir(&roff)? {
         let page = page?.path();
         if let Some(name) = page.file_name().and_then(|n| n.to_str()) {
@@ -52,6 +58,41 @@ fn main() -> std::io::Result<()> {
         ),
     }
     Ok(())
+}
+
+fn write_top_page(man: &clap_mangen::Man, path: &Path) -> std::io::Result<()> {
+    let mut page = Vec::new();
+    man.render_title(&mut page)?;
+    man.render_name_section(&mut page)?;
+    man.render_synopsis_section(&mut page)?;
+    man.render_description_section(&mut page)?;
+    man.render_options_section(&mut page)?;
+    man.render_subcommands_section(&mut page)?;
+    for (title, paragraphs) in cli::MANUAL_SECTIONS {
+        writeln!(page, ".SH \"{title}\"")?;
+        for paragraph in *paragraphs {
+            match paragraph.strip_prefix("$ ") {
+                Some(command) => writeln!(page, ".RS 4\n.nf\n{}\n.fi\n.RE", roff_text(command))?,
+                None => writeln!(page, ".PP\n{}", roff_text(paragraph))?,
+            }
+        }
+    }
+    man.render_version_section(&mut page)?;
+    std::fs::write(path, page)
+}
+
+/// Plain text as one roff text line: backslashes, minus signs and
+/// apostrophes escaped as clap_mangen does, never read as a request.
+fn roff_text(text: &str) -> String {
+    let escaped = text
+        .replace('\\', "\\e")
+        .replace('-', "\\-")
+        .replace('\'', "\\*(Aq");
+    if escaped.starts_with('.') {
+        format!("\\&{escaped}")
+    } else {
+        escaped
+    }
 }
 
 /// Like `gzip -9n`: no file name and no time stamp in the header, so the

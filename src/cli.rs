@@ -11,13 +11,72 @@ use std::path::Path;
 /// vmnetprobe runs its `nagios` subcommand.
 pub const NAGIOS_PLUGIN_NAME: &str = "check_vmnetprobe";
 
-/// Where the package's pieces are, for `--help` and the man page.
-const AFTER_HELP: &str = "\
-Installed as /usr/lib/nagios/plugins/check_vmnetprobe (a symlink), it runs \
-`vmnetprobe nagios`. The package's state directory /var/cache/vmnetprobe \
-belongs to group vmnetprobe: add the monitoring users to it (and to libvirt), \
-e.g. `adduser nagios vmnetprobe`. Examples for Nagios, Icinga 2, Zabbix, \
-Telegraf, Prometheus and Grafana: /usr/share/vmnetprobe/.";
+/// The sections `vmnetprobe --help` and vmnetprobe(1) end with, for
+/// operators: (title, paragraphs). A paragraph starting with "$ " is a
+/// command line. build.rs renders them as man page sections; `--help` as
+/// text ([`after_long_help`]).
+pub const MANUAL_SECTIONS: &[(&str, &[&str])] = &[
+    (
+        "EXIT STATUS",
+        &[
+            "nagios (and check_vmnetprobe): the monitoring plugin API, the worst \
+             VM's state: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (also for a usage \
+             error or a failed run).",
+            "zabbix, discover, prometheus, status (table and --json): 0 when a \
+             report was printed, whatever the VMs' states (they are in the \
+             output); 3 for a usage error or a failed run.",
+            "telegraf: 0, also for a failed run (Telegraf drops a failing \
+             command's output; the error is in vmnetprobe_run). telegraf --execd: \
+             0 at the end of its input, 1 when stdin or stdout fails, 3 for a \
+             usage error. serve: 0 after SIGTERM or SIGINT, 3 for a usage error \
+             or an address it cannot listen on.",
+        ],
+    ),
+    (
+        "FILES",
+        &[
+            "/var/cache/vmnetprobe: the state directory (root:vmnetprobe, mode \
+             2770): agent facts, failure streaks, shared results. Add the \
+             monitoring users to group vmnetprobe (and libvirt), e.g. `adduser \
+             nagios vmnetprobe`.",
+            "/usr/lib/nagios/plugins/check_vmnetprobe: a symlink to vmnetprobe; \
+             called by this name it runs `vmnetprobe nagios`.",
+            "/usr/share/vmnetprobe/: examples for Nagios, Icinga 2, Zabbix, \
+             Telegraf, Prometheus and Grafana; nothing is enabled until linked \
+             or copied in.",
+        ],
+    ),
+    (
+        "EXAMPLES",
+        &[
+            "Nagios or Icinga 2 service, RTT warning 100 ms, critical 500 ms, \
+             sharing one probe with other callers for 50 s:",
+            "$ check_vmnetprobe --external 203.0.113.53 -w 100 -c 500 --min-interval 50s",
+            "Zabbix master item (UserParameter) and NIC discovery:",
+            "$ vmnetprobe zabbix --external 203.0.113.53 --min-interval 50s",
+            "$ vmnetprobe discover nics",
+            "Proxmox VE, agent sockets without libvirt:",
+            "$ vmnetprobe status --socket-glob '/var/run/qemu-server/*.qga' --external 203.0.113.53",
+        ],
+    ),
+];
+
+/// [`MANUAL_SECTIONS`] as `--help` text.
+pub fn after_long_help() -> String {
+    let mut text = String::new();
+    for (title, paragraphs) in MANUAL_SECTIONS {
+        text.push_str(&format!("\n{title}:\n"));
+        for paragraph in *paragraphs {
+            let indent = if paragraph.starts_with("$ ") {
+                "    "
+            } else {
+                "  "
+            };
+            text.push_str(&format!("{indent}{paragraph}\n"));
+        }
+    }
+    text
+}
 
 /// The default `--grace`: long enough for a typical Linux or Windows guest
 /// to start its agent (evidence: ~100 s before guest-exec works).
@@ -27,6 +86,18 @@ pub const DEFAULT_GRACE: &str = "120s";
 /// (9100-9999) as far as we could tell; loopback only unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9469";
 
+/// `-V`: the version and the transports this build has, so a
+/// `--no-default-features` build (sockets only) is told apart at a glance.
+/// build.rs passes the feature it is building for (build scripts do not see
+/// the package's `cfg(feature)`).
+pub const fn version_text(libvirt: bool) -> &'static str {
+    if libvirt {
+        concat!(env!("CARGO_PKG_VERSION"), " (libvirt, sockets)")
+    } else {
+        concat!(env!("CARGO_PKG_VERSION"), " (sockets only)")
+    }
+}
+
 /// Help as the monitoring-plugins guidelines want it: name and version
 /// first, then usage and every option.
 const HELP_TEMPLATE: &str =
@@ -34,16 +105,17 @@ const HELP_TEMPLATE: &str =
 
 /// Checks, from inside every running VM through the QEMU guest agent, that
 /// the VM reaches its gateway and the outside world — without using the
-/// guest's network to ask.
+/// guest's network to ask — and reports to Nagios/Icinga, Zabbix, Telegraf
+/// and Prometheus.
 #[derive(Debug, Parser)]
 #[command(
     name = "vmnetprobe",
-    version,
+    version = version_text(cfg!(feature = "libvirt")),
     about,
     max_term_width = 100,
     propagate_version = true,
     help_template = HELP_TEMPLATE,
-    after_long_help = AFTER_HELP
+    after_long_help = after_long_help()
 )]
 pub struct Args {
     #[command(subcommand)]
@@ -142,7 +214,7 @@ pub enum DiscoverWhat {
 /// Which VMs to probe, how, and the thresholds.
 #[derive(Debug, Clone, Default, ClapArgs)]
 pub struct TargetArgs {
-    /// libvirt URI.
+    /// libvirt URI [default: qemu:///system].
     #[arg(long, value_name = "URI", conflicts_with_all = ["socket", "socket_glob"])]
     pub connect: Option<String>,
     /// A guest agent unix socket, named: NAME=PATH (repeatable). No libvirt needed.
@@ -243,7 +315,8 @@ pub struct TargetArgs {
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub fail_after: u32,
     /// Callers within this interval share one probe result (same
-    /// selection and options) instead of probing the guests again.
+    /// selection and options) instead of probing the guests again
+    /// [default: off; serve: 30s].
     #[arg(long, value_name = "DUR")]
     pub min_interval: Option<String>,
     /// Print progress and agent errors on stderr.
@@ -313,10 +386,46 @@ mod tests {
             assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp, "{sub} -h");
             let help = e.to_string();
             assert!(
-                help.starts_with(&format!("vmnetprobe-{sub} {}\n", env!("CARGO_PKG_VERSION"))),
+                help.starts_with(&format!(
+                    "vmnetprobe-{sub} {}\n",
+                    version_text(cfg!(feature = "libvirt"))
+                )),
                 "{help}"
             );
         }
+    }
+
+    #[test]
+    fn long_help_ends_with_the_operator_sections() {
+        let e = Args::try_parse_from(["vmnetprobe", "--help"]).unwrap_err();
+        let help = e.to_string();
+        let at = |what: &str| help.find(what).unwrap_or_else(|| panic!("{what}: {help}"));
+        assert!(at("Options:") < at("EXIT STATUS:"));
+        assert!(at("EXIT STATUS:") < at("FILES:") && at("FILES:") < at("EXAMPLES:"));
+        for text in [
+            "/var/cache/vmnetprobe",
+            "/usr/lib/nagios/plugins/check_vmnetprobe",
+            "/usr/share/vmnetprobe/",
+            "--socket-glob",
+            "vmnetprobe zabbix",
+        ] {
+            at(text);
+        }
+    }
+
+    #[test]
+    fn version_names_the_transports_after_name_and_version() {
+        let e = Args::try_parse_from(["vmnetprobe", "-V"]).unwrap_err();
+        let want = if cfg!(feature = "libvirt") {
+            "(libvirt, sockets)"
+        } else {
+            "(sockets only)"
+        };
+        assert_eq!(
+            e.to_string(),
+            format!("vmnetprobe {} {want}\n", env!("CARGO_PKG_VERSION"))
+        );
+        assert_ne!(version_text(true), version_text(false));
     }
 
     #[test]

@@ -300,6 +300,28 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// `--help` states these defaults in words (they are not clap
+    /// defaults: an absent option means something here).
+    #[test]
+    fn help_states_the_defaults_applied_here() {
+        use clap::CommandFactory;
+        let command = crate::cli::Args::command();
+        let status = command.find_subcommand("status").cloned();
+        let help = |name: &str| {
+            status
+                .as_ref()
+                .and_then(|c| c.get_arguments().find(|a| a.get_id() == name))
+                .and_then(|a| a.get_help())
+                .map(|h| h.to_string())
+                .unwrap_or_default()
+        };
+        assert!(help("connect").contains(&format!("[default: {DEFAULT_URI}]")));
+        assert!(help("min_interval").contains(&format!(
+            "[default: off; serve: {}]",
+            crate::serve::DEFAULT_MIN_INTERVAL
+        )));
+    }
+
     fn args() -> TargetArgs {
         TargetArgs {
             ping_timeout: "1s".into(),

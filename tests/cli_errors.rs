@@ -525,9 +525,18 @@ fn version_and_help_work_in_every_mode_and_exit_0() {
             assert_eq!(out.status.code(), Some(0), "{args:?}: {stdout:?}");
             assert!(out.stderr.is_empty(), "{args:?}: {:?}", text(&out.stderr));
             assert_eq!(stdout.lines().count(), 1, "{args:?}: {stdout:?}");
-            assert!(
-                stdout.ends_with(&format!(" {version}\n")),
-                "{args:?}: {stdout:?}"
+            // Name and version first (monitoring-plugins), then the
+            // transports, which tell a sockets-only build apart.
+            let transports = if cfg!(feature = "libvirt") {
+                "(libvirt, sockets)"
+            } else {
+                "(sockets only)"
+            };
+            let name = sub.map_or("vmnetprobe".to_string(), |s| format!("vmnetprobe-{s}"));
+            assert_eq!(
+                stdout,
+                format!("{name} {version} {transports}\n"),
+                "{args:?}"
             );
         }
         let mut args = sub.into_iter().collect::<Vec<_>>();

@@ -137,8 +137,9 @@ fn install_remove_purge_leave_only_what_debian_keeps() {
         Path::new("../../../bin/vmnetprobe")
     );
     let (ok, version) = run(Command::new(package::PLUGIN).arg("--version"));
+    // The package is the default (libvirt) build.
     assert!(
-        ok && version.contains(env!("CARGO_PKG_VERSION")),
+        ok && version.contains(&format!("{} (libvirt, sockets)", env!("CARGO_PKG_VERSION"))),
         "{version}"
     );
     let (ok, page) = run(Command::new("man").args(["-w", "vmnetprobe-nagios"]));
@@ -221,4 +222,18 @@ fn lintian_reports_no_errors() {
     eprintln!("[figure] lintian {}:\n{report}", deb.display());
     assert!(ok, "lintian failed:\n{report}");
     assert!(!report.lines().any(|l| l.starts_with("E:")), "{report}");
+    // The synopsis is what apt lists: whole, under 80 characters, every consumer.
+    let (ok, description) = run(Command::new("dpkg-deb")
+        .args(["-f"])
+        .arg(&deb)
+        .arg("Description"));
+    let synopsis = description.lines().next().unwrap_or_default();
+    assert!(ok && synopsis.len() < 80, "{description}");
+    for consumer in ["Nagios", "Zabbix", "Telegraf", "Prometheus"] {
+        assert!(synopsis.contains(consumer), "{consumer}: {synopsis}");
+    }
+    assert!(
+        description.lines().count() > 2,
+        "no extended description: {description}"
+    );
 }

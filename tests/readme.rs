@@ -169,3 +169,32 @@ fn icinga_check_command_covers_every_cli_option() {
         );
     }
 }
+
+/// Every option of every subcommand has a row in README's option table.
+#[test]
+fn readme_option_table_lists_every_option() {
+    use clap::CommandFactory;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    let rows: Vec<&str> = readme.lines().filter(|l| l.starts_with("| `-")).collect();
+    let command = vmnetprobe::cli::Args::command();
+    for sub in command.get_subcommands() {
+        for arg in sub.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if ["help", "version"].contains(&long) {
+                continue;
+            }
+            let cell = format!("`--{long}");
+            let short = arg.get_short().map(|c| format!("`-{c}, --{long}"));
+            assert!(
+                rows.iter().any(|row| {
+                    let first = row.split(" | ").next().unwrap_or_default();
+                    first.contains(&cell)
+                        || short.as_ref().is_some_and(|s| first.contains(s.as_str()))
+                }),
+                "README's option table lacks --{long} ({})",
+                sub.get_name()
+            );
+        }
+    }
+}
