@@ -45,10 +45,18 @@ pub fn collect(config: &Config) -> Report {
 fn probe_run(config: &Config, started: Instant) -> Report {
     let deadline = started + config.timeout;
     let timestamp_ns = crate::report::now_ns();
-    let listed = inventory_for(&config.source).and_then(|inv| inv.list(&config.domains));
-    let (mut vms, fatal) = match listed {
-        Ok(targets) => (probe_remembering(config, targets, deadline), None),
-        Err(e) => (Vec::new(), Some(without_format_chars(&e.to_string()))),
+    let listed = inventory_for(&config.source).and_then(|inv| {
+        let targets = inv.list(&config.domains)?;
+        let why_none = targets.is_empty().then(|| inv.why_none()).flatten();
+        Ok((targets, why_none))
+    });
+    let (mut vms, fatal, no_vms_reason) = match listed {
+        Ok((targets, why_none)) => (
+            probe_remembering(config, targets, deadline),
+            None,
+            why_none.map(|why| without_format_chars(&why)),
+        ),
+        Err(e) => (Vec::new(), Some(without_format_chars(&e.to_string())), None),
     };
     // Names come from the host, not the guest, but may still hide a bidi
     // override: shown without (the probe used the real name).
@@ -76,6 +84,7 @@ fn probe_run(config: &Config, started: Instant) -> Report {
         timestamp_ns,
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,
         age_ms: None,
+        no_vms_reason,
     }
 }
 

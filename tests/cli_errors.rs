@@ -276,6 +276,67 @@ fn missing_socket_directory_is_fatal_in_every_format() {
     );
 }
 
+/// A glob matching nothing in an existing directory is a host without VMs
+/// (OK), but the output names the pattern: a mistyped one must not stay
+/// green unnoticed.
+#[test]
+fn socket_glob_matching_nothing_names_the_pattern() {
+    let dir = temp_dir("empty-glob");
+    // A file the pattern does not match: the directory is not empty.
+    std::fs::write(dir.join("101.qmp"), b"").expect("file");
+    let pattern = format!("{}/*.qga", dir.display());
+    let said = format!("no VMs: no socket matches '{pattern}'");
+    let target = [
+        "--socket-glob",
+        &pattern,
+        "--external",
+        EXT,
+        "--no-state",
+        "-t",
+        "2s",
+    ];
+    let cases: [(&[&str], String); 4] = [
+        (&["nagios"], format!("VMNETPROBE OK - {said} | vms=0;")),
+        (&["status"], format!("{said}\n")),
+        (
+            &["status", "--json"],
+            format!("\"no_vms_reason\": \"no socket matches '{pattern}'\""),
+        ),
+        (
+            &["zabbix"],
+            format!("\"no_vms_reason\":\"no socket matches '{pattern}'\""),
+        ),
+    ];
+    for (mode, want) in cases {
+        let mut args = mode.to_vec();
+        args.extend_from_slice(&target);
+        let out = run(&args);
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{mode:?}: {stdout}");
+        assert!(out.stderr.is_empty(), "{mode:?}: {}", text(&out.stderr));
+        if mode == ["status"] {
+            assert_eq!(stdout, want, "{mode:?}");
+        } else {
+            assert!(stdout.contains(&want), "{mode:?}: {stdout}");
+        }
+    }
+    // A named socket is listed as given: no pattern to blame.
+    let out = run(&[
+        "nagios",
+        "--socket-glob",
+        &pattern,
+        "--socket",
+        "vm1=/nonexistent/x.sock",
+        "--external",
+        EXT,
+        "--no-state",
+        "-t",
+        "2s",
+    ]);
+    assert!(!text(&out.stdout).contains("no socket matches"), "{out:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn socket_glob_with_a_wildcard_directory_is_a_usage_error_in_every_format() {
     for mode in MODES {

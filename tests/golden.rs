@@ -247,6 +247,7 @@ fn fixture() -> Report {
         timestamp_ns: TIMESTAMP_NS,
         duration_ms: 1034.5,
         age_ms: None,
+        no_vms_reason: None,
     }
 }
 
@@ -263,6 +264,7 @@ fn fatal_fixture() -> Report {
         timestamp_ns: TIMESTAMP_NS,
         duration_ms: 2.5,
         age_ms: None,
+        no_vms_reason: None,
     }
 }
 

@@ -504,6 +504,7 @@ fn report() -> impl Strategy<Value = Report> {
         any::<u64>(),
         float(),
         prop::option::of(float()),
+        prop::option::of(nasty_text()),
     )
         .prop_map(
             |(
@@ -514,6 +515,7 @@ fn report() -> impl Strategy<Value = Report> {
                 timestamp_ns,
                 duration_ms,
                 age_ms,
+                no_vms_reason,
             )| {
                 let vms = if fatal.is_some() { Vec::new() } else { vms };
                 Report {
@@ -524,6 +526,7 @@ fn report() -> impl Strategy<Value = Report> {
                     timestamp_ns,
                     duration_ms,
                     age_ms,
+                    no_vms_reason,
                 }
             },
         )
@@ -611,6 +614,7 @@ fn a_backslash_before_a_unicode_space_keeps_line_protocol_valid() {
         timestamp_ns: 1,
         duration_ms: 1.0,
         age_ms: None,
+        no_vms_reason: None,
     };
     for name in ["eth0\\\u{a0}\\", "\\\u{2028}\\", "x\\\u{3000}\\"] {
         report.vms.push(VmReport {

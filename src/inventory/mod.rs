@@ -236,4 +236,10 @@ pub trait Inventory {
     /// [`Lifecycle::NotRunning`]; a selected VM that does not exist is an
     /// error.
     fn list(&self, selection: &[String]) -> Result<Vec<VmTarget>, InventoryError>;
+
+    /// Why [`Inventory::list`] found no VM, when there is more to say than
+    /// "no running VMs" (a socket pattern that matched nothing).
+    fn why_none(&self) -> Option<String> {
+        None
+    }
 }

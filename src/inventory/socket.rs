@@ -119,6 +119,16 @@ impl Inventory for SocketInventory {
         super::disambiguate_names(&mut targets);
         Ok(targets)
     }
+
+    /// Only patterns can come up empty (a named socket is listed as given):
+    /// a mistyped Proxmox glob must not look like a host without VMs.
+    fn why_none(&self) -> Option<String> {
+        if !self.sockets.is_empty() || self.globs.is_empty() {
+            return None;
+        }
+        let patterns: Vec<String> = self.globs.iter().map(|g| format!("'{g}'")).collect();
+        Some(format!("no socket matches {}", patterns.join(" or ")))
+    }
 }
 
 #[cfg(test)]
@@ -177,6 +187,22 @@ mod tests {
         );
         assert_eq!(inv.list(&["101".into()]).unwrap().len(), 2);
         std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn only_patterns_alone_explain_an_empty_list() {
+        let globs = |g: &[&str]| SocketInventory {
+            sockets: Vec::new(),
+            globs: g.iter().map(|s| s.to_string()).collect(),
+        };
+        assert_eq!(
+            globs(&["/a/*.qga", "/b/*.qga"]).why_none().as_deref(),
+            Some("no socket matches '/a/*.qga' or '/b/*.qga'")
+        );
+        assert_eq!(globs(&[]).why_none(), None);
+        let mut named = globs(&["/a/*.qga"]);
+        named.sockets.push(("vm1".into(), PathBuf::from("/x.sock")));
+        assert_eq!(named.why_none(), None);
     }
 
     #[test]

@@ -73,6 +73,7 @@ fn waited_too_long(config: &Config, started: Instant) -> Report {
         timestamp_ns: crate::report::now_ns(),
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,
         age_ms: None,
+        no_vms_reason: None,
     }
 }
 

@@ -30,6 +30,9 @@ pub(super) struct Document<'a> {
     /// How old the result is: 0 when probed for this caller.
     age_ms: f64,
     error: Option<&'a str>,
+    /// Why `vms` is empty, when there is more to say than "no running VMs".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    no_vms_reason: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     summary: Option<Summary>,
 }
@@ -125,6 +128,7 @@ pub(super) fn document(report: &Report, flavor: Flavor) -> Document<'_> {
         timestamp_ns,
         duration_ms,
         age_ms,
+        no_vms_reason,
     } = report;
     // Thresholds are configuration, not results; they are not part of the
     // documented document.
@@ -152,6 +156,7 @@ pub(super) fn document(report: &Report, flavor: Flavor) -> Document<'_> {
         cached: age_ms.is_some(),
         age_ms: ms(age_ms.unwrap_or(0.0)),
         error: fatal.as_deref(),
+        no_vms_reason: no_vms_reason.as_deref(),
         summary,
     }
 }

@@ -39,6 +39,15 @@ fn exit_code_for(report: &Report) -> u8 {
     }
 }
 
+/// What a report without VMs says: "no running VMs", or why none was
+/// found when the inventory knows (`no VMs: no socket matches '...'`).
+fn no_vms_text(report: &Report) -> String {
+    match &report.no_vms_reason {
+        Some(reason) => format!("no VMs: {}", crate::text::flatten(reason)),
+        None => "no running VMs".to_string(),
+    }
+}
+
 /// `text` when it is at most `max_chars` long, else its start, `~` and 8
 /// hex digits of a hash of the whole text (`max_chars` in all), so two long
 /// names with a common start stay two series.

@@ -2,7 +2,7 @@
 //! line with perfdata, then long output (one line per VM, worst first, with
 //! its agent, NICs and external target indented), bounded in size.
 
-use super::{counts_text, fixed_decimal, with_hash, worst_first, Rendered};
+use super::{counts_text, fixed_decimal, no_vms_text, with_hash, worst_first, Rendered};
 use crate::report::{AgentReport, NicReport, Report, TargetReport, Thresholds, VmReport};
 use crate::text::{flatten, truncate_chars};
 use crate::verdict::ServiceState;
@@ -35,6 +35,7 @@ pub fn render_nagios_capped(report: &Report, max_output: Option<usize>) -> Rende
         timestamp_ns: _,
         duration_ms,
         age_ms,
+        no_vms_reason: _,
     } = report;
     if let Some(fatal) = fatal {
         let state = ServiceState::Unknown;
@@ -85,7 +86,7 @@ fn text(raw: &str) -> String {
 fn summary(report: &Report) -> String {
     let worst = worst_first(&report.vms);
     let line = match worst.as_slice() {
-        [] => "no running VMs".to_string(),
+        [] => text(&no_vms_text(report)),
         [vm] => format!("{}: {}", text(&vm.name), text(&vm.verdict.reason)),
         [vm, ..] => {
             let mut line = format!("{} VMs: {}", report.vms.len(), counts_text(report));
@@ -380,6 +381,7 @@ mod tests {
             timestamp_ns: 0,
             duration_ms: 5.0,
             age_ms: None,
+            no_vms_reason: None,
         }
     }
 

@@ -268,6 +268,8 @@ pub fn render_prometheus(report: &Report) -> Rendered {
         timestamp_ns,
         duration_ms,
         age_ms,
+        // vms=0 says it; the reason is for the status line.
+        no_vms_reason: _,
     } = report;
     let Thresholds {
         warning: _,
@@ -385,6 +387,7 @@ mod tests {
             timestamp_ns: 1_500_000_000,
             duration_ms: 2.0,
             age_ms: None,
+            no_vms_reason: None,
         };
         let r = render_prometheus(&report);
         assert_eq!(r.exit_code, 3);

@@ -4,7 +4,7 @@
 
 use super::json::{document, Flavor};
 use super::Rendered;
-use super::{counts_text, exit_code_for, fixed_decimal, worst_first};
+use super::{counts_text, exit_code_for, fixed_decimal, no_vms_text, worst_first};
 use crate::report::{AgentReport, NicReport, Report, TargetReport, Thresholds, VmReport};
 use crate::text::{flatten, truncate_chars};
 use crate::verdict::ServiceState;
@@ -48,6 +48,7 @@ pub fn render_status_table_styled(report: &Report, color: bool) -> Rendered {
         timestamp_ns: _,
         duration_ms,
         age_ms,
+        no_vms_reason: _,
     } = report;
     let Thresholds {
         warning: _,
@@ -62,7 +63,7 @@ pub fn render_status_table_styled(report: &Report, color: bool) -> Rendered {
     }
     if vms.is_empty() {
         return Rendered {
-            text: "no running VMs\n".to_string(),
+            text: format!("{}\n", no_vms_text(report)),
             exit_code,
         };
     }

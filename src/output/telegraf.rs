@@ -28,6 +28,8 @@ pub fn render_telegraf(report: &Report) -> Rendered {
         timestamp_ns,
         duration_ms,
         age_ms,
+        // vms=0 says it; the reason is for the status line.
+        no_vms_reason: _,
     } = report;
     let Thresholds {
         warning: _,

@@ -59,6 +59,7 @@ pub fn render_discovery_vms(report: &Report) -> Rendered {
         timestamp_ns: _,
         duration_ms: _,
         age_ms: _,
+        no_vms_reason: _,
     } = report;
     let Thresholds {
         warning: _,
@@ -103,6 +104,7 @@ pub fn render_discovery_nics(report: &Report) -> Rendered {
         timestamp_ns: _,
         duration_ms: _,
         age_ms: _,
+        no_vms_reason: _,
     } = report;
     let Thresholds {
         warning: _,

@@ -65,5 +65,6 @@ pub fn report(vms: Vec<VmReport>) -> Report {
         timestamp_ns: 1,
         duration_ms: 1.0,
         age_ms: None,
+        no_vms_reason: None,
     }
 }

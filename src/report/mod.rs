@@ -48,6 +48,11 @@ pub struct Report {
     /// from the state directory (`--min-interval`): its age when served.
     #[serde(default)]
     pub age_ms: Option<f64>,
+    /// Why no VM was listed, when the inventory can say more than "no
+    /// running VMs": a socket glob that matched nothing, so that a mistyped
+    /// pattern does not pass for an empty host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_vms_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -178,6 +183,7 @@ impl Report {
             timestamp_ns,
             duration_ms: 0.0,
             age_ms: None,
+            no_vms_reason: None,
         }
     }
 
