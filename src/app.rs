@@ -105,7 +105,7 @@ pub fn render(command: &Command, report: &Report) -> Rendered {
         Command::Prometheus { .. } | Command::Serve { .. } => output::render_prometheus(report),
         Command::Status { json: true, .. } => output::render_status_json(report),
         Command::Status { json: false, .. } => {
-            output::render_status_table_styled(report, use_color())
+            output::render_status_table_styled(report, use_color(), table_width())
         }
     }
 }
@@ -174,6 +174,40 @@ pub fn write_textfile(path: &Path, text: &str) -> Result<(), String> {
 /// `NO_COLOR` set (https://no-color.org).
 fn use_color() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
+}
+
+/// The status table's width: a terminal's (`COLUMNS` first, the user's
+/// say, then the kernel's window size), or None (80) for a pipe or a file.
+fn table_width() -> Option<usize> {
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    columns(std::env::var("COLUMNS").ok().as_deref()).or_else(window_columns)
+}
+
+/// Wider than any screen: a bogus `COLUMNS` is ignored, not obeyed.
+const MAX_COLUMNS: usize = 1000;
+
+fn columns(text: Option<&str>) -> Option<usize> {
+    text?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|c| (1..=MAX_COLUMNS).contains(c))
+}
+
+/// stdout's window size (TIOCGWINSZ); None when it has none (0 columns).
+fn window_columns() -> Option<usize> {
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ only writes one winsize into `size`, which we own.
+    let asked = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) };
+    let cols = usize::from(size.ws_col);
+    (asked == 0 && (1..=MAX_COLUMNS).contains(&cols)).then_some(cols)
 }
 
 /// What a run that could not start prints, and its exit code.
@@ -306,5 +340,20 @@ pub fn run_execd(
         if crate::probe::stop::requested() {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_takes_a_sane_number_only() {
+        assert_eq!(columns(Some("132")), Some(132));
+        assert_eq!(columns(Some(" 200\n")), Some(200));
+        for bad in ["", "0", "-5", "wide", "100000"] {
+            assert_eq!(columns(Some(bad)), None, "{bad:?}");
+        }
+        assert_eq!(columns(None), None);
     }
 }

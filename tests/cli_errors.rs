@@ -337,6 +337,56 @@ fn socket_glob_matching_nothing_names_the_pattern() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// On a terminal the status table is as wide as the terminal, so long
+/// reasons are shown whole; piped, it keeps its 80 columns. `script` gives
+/// the binary a real pty; `stty cols` sets its window size (TIOCGWINSZ).
+#[test]
+fn status_table_takes_the_terminal_width() {
+    let forced = std::env::var("VMNETPROBE_REAL_TESTS").as_deref() == Ok("1");
+    if Command::new("script").arg("--version").output().is_err() {
+        assert!(!forced, "script missing (bsdutils); run tests/setup.sh");
+        return;
+    }
+    let reason =
+        "cannot open guest agent socket: /nonexistent/vmnetprobe-test.sock: no such socket";
+    let status = format!(
+        "{} status --socket vm1=/nonexistent/vmnetprobe-test.sock --external {EXT} --no-state -t 2s",
+        common::bin().display()
+    );
+    let piped = text(
+        &run(&[
+            "status",
+            "--socket",
+            "vm1=/nonexistent/vmnetprobe-test.sock",
+            "--external",
+            EXT,
+            "--no-state",
+            "-t",
+            "2s",
+        ])
+        .stdout,
+    );
+    assert!(piped.lines().all(|l| l.chars().count() <= 80), "{piped}");
+    assert!(!piped.contains(reason), "{piped}");
+    for (how, command) in [
+        ("COLUMNS", format!("COLUMNS=150 NO_COLOR=1 {status}")),
+        (
+            "window size",
+            format!("stty cols 150 && NO_COLOR=1 {status}"),
+        ),
+    ] {
+        let out = common::run_command(
+            Command::new("script")
+                .args(["-qec", &command, "/dev/null"])
+                .env_remove("COLUMNS"),
+            Duration::from_secs(30),
+        );
+        let table = text(&out.stdout).replace('\r', "");
+        assert_eq!(out.status.code(), Some(0), "{how}: {table}");
+        assert!(table.contains(&format!("  {reason}\n")), "{how}: {table}");
+    }
+}
+
 #[test]
 fn socket_glob_with_a_wildcard_directory_is_a_usage_error_in_every_format() {
     for mode in MODES {

@@ -1,5 +1,5 @@
-//! `vmnetprobe status`: a table for a terminal (at most 80 columns, worst
-//! VM first, NIC rows indented, states coloured when asked to) and the
+//! `vmnetprobe status`: a table for a terminal (80 columns, or the
+//! terminal's width when the caller knows it; worst VM first, NIC rows indented, states coloured when asked to) and the
 //! `--json` document.
 
 use super::json::{document, Flavor};
@@ -10,7 +10,8 @@ use crate::text::{flatten, truncate_chars};
 use crate::verdict::ServiceState;
 use crate::verdict::Verdict;
 
-/// Widest line of the table, in characters.
+/// Widest line of the table, in characters, when not told the terminal's
+/// width (a pipe, a file); also the least it gets.
 const WIDTH: usize = 80;
 const NAME_WIDTH: usize = 16;
 const STATE_WIDTH: usize = 8;
@@ -34,12 +35,15 @@ pub fn render_status_json(report: &Report) -> Rendered {
 
 /// `status`: a human table, worst VM first, without colour.
 pub fn render_status_table(report: &Report) -> Rendered {
-    render_status_table_styled(report, false)
+    render_status_table_styled(report, false, None)
 }
 
 /// `status`: as [`render_status_table`], with the state column in colour
-/// when `color` (the caller decides: a terminal, and no `NO_COLOR`).
-pub fn render_status_table_styled(report: &Report, color: bool) -> Rendered {
+/// when `color` (the caller decides: a terminal, and no `NO_COLOR`), and
+/// lines up to `width` characters (a terminal's; never below [`WIDTH`],
+/// which the fixed columns need), so a wide terminal shows whole reasons.
+pub fn render_status_table_styled(report: &Report, color: bool, width: Option<usize>) -> Rendered {
+    let width = width.map_or(WIDTH, |w| w.max(WIDTH));
     let Report {
         vms,
         external_target: _,
@@ -70,10 +74,11 @@ pub fn render_status_table_styled(report: &Report, color: bool) -> Rendered {
     let mut lines = vec![row(
         ["VM", "STATE", "OS", "NICS", "EXT RTT", "REASON"],
         None,
+        width,
     )];
     let paint = |state: ServiceState| color.then_some(state);
     for vm in worst_first(vms) {
-        vm_rows(vm, &mut lines, paint);
+        vm_rows(vm, &mut lines, paint, width);
     }
     let when = match age_ms {
         Some(age) => format!(
@@ -101,6 +106,7 @@ fn vm_rows(
     vm: &VmReport,
     lines: &mut Vec<String>,
     paint: impl Fn(ServiceState) -> Option<ServiceState>,
+    width: usize,
 ) {
     let VmReport {
         name,
@@ -146,6 +152,7 @@ fn vm_rows(
             reason,
         ],
         paint(*state),
+        width,
     ));
     for nic in nics {
         let NicReport {
@@ -171,6 +178,7 @@ fn vm_rows(
                 &verdict.reason,
             ],
             paint(verdict.state),
+            width,
         ));
     }
 }
@@ -198,9 +206,9 @@ fn ansi(state: ServiceState) -> &'static str {
 const ANSI_RESET: &str = "\x1b[0m";
 
 /// One table line; every cell is cut to its column, the last one to what
-/// is left of [`WIDTH`] (escape codes take no columns). With `paint`, the
+/// is left of `width` (escape codes take no columns). With `paint`, the
 /// state cell is coloured.
-fn row(cells: [&str; 6], paint: Option<ServiceState>) -> String {
+fn row(cells: [&str; 6], paint: Option<ServiceState>, width: usize) -> String {
     let [name, state, os, nics, rtt, reason] = cells.map(flatten);
     let mut line = String::new();
     let mut columns = 0;
@@ -230,7 +238,7 @@ fn row(cells: [&str; 6], paint: Option<ServiceState>) -> String {
     line.push_str(&rtt);
     line.push_str("  ");
     columns += RTT_WIDTH + 2;
-    let left = WIDTH.saturating_sub(columns);
+    let left = width.saturating_sub(columns);
     line.push_str(&truncate_chars(&reason, left));
     line.trim_end().to_string()
 }
@@ -245,19 +253,32 @@ mod tests {
         let line = row(
             [&long, "CRITICAL", "windows", "10/10", "1234 ms", &long],
             None,
+            WIDTH,
         );
         assert_eq!(line.chars().count(), WIDTH);
         assert!(line.ends_with('…'));
-        let line = row(["a\nb", "OK", "linux", "1/1", "-", "x\ty"], None);
+        let line = row(["a\nb", "OK", "linux", "1/1", "-", "x\ty"], None, WIDTH);
         assert!(!line.contains('\n') && !line.contains('\t'));
+    }
+
+    #[test]
+    fn a_wide_terminal_shows_whole_reasons() {
+        let reason = "1 NIC, 1 gateway reachable, external 198.51.100.1 unreachable";
+        let cells = ["web01", "CRITICAL", "linux", "1/1", "-", reason];
+        assert!(row(cells, None, WIDTH).ends_with('…'));
+        let wide = row(cells, None, 200);
+        assert!(wide.ends_with(reason), "{wide}");
+        let long = "x".repeat(300);
+        let capped = row(["a", "OK", "linux", "1/1", "-", &long], None, 120);
+        assert_eq!(capped.chars().count(), 120);
     }
 
     #[test]
     fn colour_only_paints_the_state_and_keeps_the_width() {
         let long = "x".repeat(200);
         let cells = ["vm1", "CRITICAL", "linux", "0/1", "-", long.as_str()];
-        let plain = row(cells, None);
-        let painted = row(cells, Some(ServiceState::Critical));
+        let plain = row(cells, None, WIDTH);
+        let painted = row(cells, Some(ServiceState::Critical), WIDTH);
         assert!(painted.contains("\x1b[1;31mCRITICAL\x1b[0m"), "{painted:?}");
         assert_eq!(
             painted.replace("\x1b[1;31m", "").replace(ANSI_RESET, ""),
