@@ -150,6 +150,11 @@ fn install_remove_purge_leave_only_what_debian_keeps() {
     // Man page and completions come from the current clap definitions.
     let (ok, man) = run(Command::new("zcat").arg("/usr/share/man/man1/vmnetprobe-nagios.1.gz"));
     assert!(ok && man.contains("min\\-interval"), "{man}");
+    // vmnetprobe(1) ends with the operator sections, as real man sections.
+    let (ok, man) = run(Command::new("zcat").arg("/usr/share/man/man1/vmnetprobe.1.gz"));
+    for section in [".SH \"EXIT STATUS\"", ".SH \"FILES\"", ".SH \"EXAMPLES\""] {
+        assert!(ok && man.contains(section), "{section}: {man}");
+    }
     for (file, word) in [
         ("/usr/share/bash-completion/completions/vmnetprobe", "serve"),
         (
