@@ -116,6 +116,7 @@ fn run(
     let target = VmTarget {
         name: "vm1".into(),
         uuid: Some("u-1".into()),
+        cloud: None,
         lifecycle: Lifecycle::Running,
         channel: ChannelState::Connected,
         nics: Vec::new(),

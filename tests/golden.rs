@@ -11,8 +11,8 @@ use vmnetprobe::output::{
     render_status_json, render_status_table, render_telegraf, render_zabbix, Rendered,
 };
 use vmnetprobe::report::{
-    AgentReport, GatewaySource, GuestOs, NicKind, NicReport, Report, TargetReport, Thresholds,
-    VmReport,
+    AgentReport, CloudInstance, GatewaySource, GuestOs, NicKind, NicReport, Report, TargetReport,
+    Thresholds, VmReport,
 };
 use vmnetprobe::verdict::policy::{Finding, PingTarget, Policy};
 use vmnetprobe::verdict::summary::summarize;
@@ -119,6 +119,7 @@ fn vm(
         duration_ms,
         agent_commands,
         agent_execs,
+        cloud: None,
     }
 }
 
@@ -126,7 +127,7 @@ fn vm(
 /// internal NIC without gateway, WARNING (RTT), a nasty name, CRITICAL
 /// (gateway down), and a Windows VM with guest-exec disabled.
 fn fixture() -> Report {
-    let app01 = vm(
+    let mut app01 = vm(
         "app01",
         Some("6695eb01-f6a4-8304-79aa-97f2502e193f"),
         GuestOs::Linux,
@@ -157,6 +158,11 @@ fn fixture() -> Report {
         41.5,
         (5, 3),
     );
+    // An OpenStack instance: Nova's names are labels.
+    app01.cloud = Some(CloudInstance {
+        name: "app 01".to_string(),
+        project: Some("shop".to_string()),
+    });
     let db02 = vm(
         "db02",
         Some("0b6ce2a4-3e44-4c47-9c1e-2d0e5e7f0d02"),
@@ -284,6 +290,7 @@ fn lifecycle_fixture() -> Report {
     let target = |name: &str, mac: &str, lifecycle, transport| VmTarget {
         name: name.to_string(),
         uuid: None,
+        cloud: None,
         lifecycle,
         channel: ChannelState::Connected,
         nics: vec![NicConfig {

@@ -482,6 +482,7 @@ fn vm() -> impl Strategy<Value = VmReport> {
                     duration_ms: dur,
                     agent_commands: n,
                     agent_execs: n / 2,
+                    cloud: None,
                 }
             },
         )
@@ -643,6 +644,7 @@ fn a_backslash_before_a_unicode_space_keeps_line_protocol_valid() {
             duration_ms: 1.0,
             agent_commands: 0,
             agent_execs: 0,
+            cloud: None,
         });
     }
     let text = render_telegraf(&report).text;

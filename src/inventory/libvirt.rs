@@ -325,6 +325,7 @@ impl LibvirtInventory {
         Ok(VmTarget {
             name,
             uuid,
+            cloud: metadata.cloud,
             lifecycle,
             channel,
             nics,

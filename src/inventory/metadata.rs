@@ -17,7 +17,7 @@
 use super::VmSettings;
 use crate::probe::ping::validate_target;
 use crate::qga::protocol::normalize_mac;
-use crate::report::NicKind;
+use crate::report::{CloudInstance, NicKind};
 use crate::text::one_line;
 use std::net::IpAddr;
 
@@ -31,17 +31,26 @@ const MAX_NOTE: usize = 200;
 /// More `<nic>` entries than a domain can have NICs is a broken element.
 const MAX_NICS: usize = 64;
 
+/// Namespaces of OpenStack Nova's `<nova:instance>` element, one per
+/// format version (`…/nova/1.0`, `…/nova/1.1`, ...).
+pub const NOVA_NAMESPACE_PREFIX: &str = "http://openstack.org/xmlns/libvirt/nova/";
+/// Longest cloud label kept (instance and project names are short).
+const MAX_LABEL: usize = 255;
+
 /// Everything read from a domain's `<metadata>`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DomainMetadata {
     /// vmnetprobe's own settings; `Err` says what is wrong with them.
     pub vmnetprobe: Result<VmSettings, String>,
+    /// The instance's names when OpenStack Nova manages the domain.
+    pub cloud: Option<CloudInstance>,
 }
 
 impl Default for DomainMetadata {
     fn default() -> Self {
         DomainMetadata {
             vmnetprobe: Ok(VmSettings::default()),
+            cloud: None,
         }
     }
 }
@@ -60,7 +69,39 @@ pub fn parse_metadata(domain: roxmltree::Node<'_, '_>) -> DomainMetadata {
         [one] => parse_settings(*one),
         _ => Err("more than one vmnetprobe metadata element".into()),
     };
-    DomainMetadata { vmnetprobe }
+    DomainMetadata {
+        vmnetprobe,
+        cloud: parse_nova(metadata),
+    }
+}
+
+/// `<nova:instance>`: the display name and the project. Labels only, so a
+/// malformed element is ignored rather than failing the VM; the texts are
+/// made one line and bounded, as everything from the domain XML.
+fn parse_nova(metadata: roxmltree::Node<'_, '_>) -> Option<CloudInstance> {
+    let is_nova = |n: &roxmltree::Node<'_, '_>, name: &str| {
+        n.is_element()
+            && n.tag_name().name() == name
+            && n.tag_name()
+                .namespace()
+                .is_some_and(|ns| ns.starts_with(NOVA_NAMESPACE_PREFIX))
+    };
+    let instance = metadata.children().find(|c| is_nova(c, "instance"))?;
+    let text = |n: roxmltree::Node<'_, '_>| {
+        let t = one_line(n.text().unwrap_or(""), MAX_LABEL);
+        let t = t.trim();
+        (!t.is_empty()).then(|| t.to_string())
+    };
+    let name = instance
+        .children()
+        .find(|c| is_nova(c, "name"))
+        .and_then(text)?;
+    let project = instance
+        .children()
+        .find(|c| is_nova(c, "owner"))
+        .and_then(|owner| owner.children().find(|c| is_nova(c, "project")))
+        .and_then(text);
+    Some(CloudInstance { name, project })
 }
 
 fn invalid(what: impl std::fmt::Display) -> String {
@@ -147,6 +188,62 @@ mod tests {
 
     fn ours(body: &str) -> String {
         format!("<v:probe xmlns:v=\"{NAMESPACE}\">{body}</v:probe>")
+    }
+
+    fn cloud(inner: &str) -> Option<CloudInstance> {
+        let xml = format!("<domain><name>x</name><metadata>{inner}</metadata><devices/></domain>");
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        parse_metadata(doc.root_element()).cloud
+    }
+
+    #[test]
+    fn nova_instance_name_and_project_are_read() {
+        // As Nova writes it (nova/virt/libvirt/config.py), trimmed.
+        let nova = |ns: &str, body: &str| {
+            format!("<nova:instance xmlns:nova=\"http://openstack.org/xmlns/libvirt/nova/{ns}\">{body}</nova:instance>")
+        };
+        let full = nova(
+            "1.1",
+            "<nova:package version=\"27.1.0\"/><nova:name>web 01</nova:name>\
+             <nova:flavor name=\"m1.small\"><nova:memory>2048</nova:memory></nova:flavor>\
+             <nova:owner><nova:user uuid=\"u1\">admin</nova:user>\
+             <nova:project uuid=\"p1\">shop\nprod</nova:project></nova:owner>",
+        );
+        assert_eq!(
+            cloud(&full),
+            Some(CloudInstance {
+                name: "web 01".into(),
+                project: Some("shop prod".into()),
+            })
+        );
+        assert_eq!(
+            cloud(&nova("1.0", "<nova:name>a</nova:name>")),
+            Some(CloudInstance {
+                name: "a".into(),
+                project: None
+            })
+        );
+        // No name, another namespace, or nothing: no labels.
+        assert_eq!(cloud(&nova("1.1", "<nova:name> </nova:name>")), None);
+        assert_eq!(
+            cloud("<x:instance xmlns:x=\"urn:other\"><x:name>a</x:name></x:instance>"),
+            None
+        );
+        assert_eq!(cloud(""), None);
+        let long = cloud(&nova(
+            "1.1",
+            &format!("<nova:name>{}</nova:name>", "n".repeat(5000)),
+        ));
+        // Cut after MAX_LABEL characters, with an ellipsis.
+        assert!(long.is_some_and(|c| c.name.chars().count() == MAX_LABEL + 1));
+        // Nova's element next to vmnetprobe's: both are read.
+        let both = format!(
+            "{}{}",
+            nova("1.1", "<nova:name>a</nova:name>"),
+            ours("<v:external>198.51.100.7</v:external>")
+        );
+        assert!(cloud(&both).is_some());
+        assert!(parse(&both).is_ok_and(|s| s.external.is_some()));
     }
 
     #[test]

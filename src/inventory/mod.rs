@@ -168,6 +168,8 @@ impl VmSettings {
 pub struct VmTarget {
     pub name: String,
     pub uuid: Option<String>,
+    /// The cloud platform's names for it (labels, not its key).
+    pub cloud: Option<crate::report::CloudInstance>,
     pub lifecycle: Lifecycle,
     pub channel: ChannelState,
     /// NICs from the domain XML; empty when the host does not know them

@@ -108,6 +108,7 @@ impl Inventory for SocketInventory {
             .map(|(name, path)| VmTarget {
                 name,
                 uuid: None,
+                cloud: None,
                 lifecycle: Lifecycle::Running,
                 channel: ChannelState::Unknown,
                 nics: Vec::new(),

@@ -4,8 +4,8 @@
 
 use super::reachable;
 use crate::report::{
-    AgentReport, GatewaySource, GuestOs, NicKind, NicReport, Report, TargetReport, Thresholds,
-    VmReport,
+    AgentReport, CloudInstance, GatewaySource, GuestOs, NicKind, NicReport, Report, TargetReport,
+    Thresholds, VmReport,
 };
 use crate::verdict::ServiceState;
 use crate::verdict::{Code, Verdict};
@@ -64,6 +64,9 @@ struct Vm<'a> {
     nics: Vec<Nic<'a>>,
     external: Option<Target<'a>>,
     duration_ms: f64,
+    /// OpenStack's instance name and project, when Nova manages the VM.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cloud: Option<&'a CloudInstance>,
 }
 
 #[derive(Serialize)]
@@ -207,6 +210,7 @@ fn vm_json(vm: &VmReport, zabbix: bool) -> Vm<'_> {
         duration_ms,
         agent_commands: _,
         agent_execs: _,
+        cloud,
     } = vm;
     let Verdict {
         state,
@@ -226,6 +230,7 @@ fn vm_json(vm: &VmReport, zabbix: bool) -> Vm<'_> {
         nics: nics.iter().map(|nic| nic_json(nic, zabbix)).collect(),
         external: external.as_ref().map(|t| target_json(t, zabbix)),
         duration_ms: ms(*duration_ms),
+        cloud: cloud.as_ref(),
     }
 }
 

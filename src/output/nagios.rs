@@ -3,7 +3,9 @@
 //! its agent, NICs and external target indented), bounded in size.
 
 use super::{counts_text, fixed_decimal, no_vms_text, with_hash, worst_first, Rendered};
-use crate::report::{AgentReport, NicReport, Report, TargetReport, Thresholds, VmReport};
+use crate::report::{
+    AgentReport, CloudInstance, NicReport, Report, TargetReport, Thresholds, VmReport,
+};
 use crate::text::{flatten, truncate_chars};
 use crate::verdict::ServiceState;
 use crate::verdict::Verdict;
@@ -262,13 +264,19 @@ fn vm_lines(vm: &VmReport) -> Vec<String> {
         duration_ms: _,
         agent_commands: _,
         agent_execs: _,
+        cloud,
     } = vm;
     let Verdict {
         state,
         code: _,
         reason,
     } = verdict;
-    let mut lines = vec![format!("[{state}] {}: {}", text(name), text(reason))];
+    let mut lines = vec![format!(
+        "[{state}] {}{}: {}",
+        text(name),
+        cloud_label(cloud.as_ref()),
+        text(reason)
+    )];
     let AgentReport {
         verdict: agent_verdict,
         version,
@@ -291,6 +299,17 @@ fn vm_lines(vm: &VmReport) -> Vec<String> {
         lines.push(component(verdict, &format!("external {address}")));
     }
     lines
+}
+
+/// ` (web 01, project shop)` after an OpenStack instance's domain name.
+fn cloud_label(cloud: Option<&CloudInstance>) -> String {
+    let Some(CloudInstance { name, project }) = cloud else {
+        return String::new();
+    };
+    match project {
+        Some(project) => format!(" ({}, project {})", text(name), text(project)),
+        None => format!(" ({})", text(name)),
+    }
 }
 
 /// `  \_ [OK] eth0 52:54:00:aa:bb:01 192.0.2.10 gw 192.0.2.1 (external): <reason>`

@@ -171,6 +171,7 @@ impl Families {
             duration_ms,
             agent_commands,
             agent_execs,
+            cloud: _,
         } = vm;
         let Verdict {
             state,

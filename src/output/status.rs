@@ -119,6 +119,7 @@ fn vm_rows(
         duration_ms: _,
         agent_commands: _,
         agent_execs: _,
+        cloud: _,
     } = vm;
     let Verdict {
         state,

@@ -78,6 +78,7 @@ fn vm_points(vm: &VmReport) -> Vec<Point> {
         duration_ms,
         agent_commands,
         agent_execs,
+        cloud,
     } = vm;
     let Verdict {
         state,
@@ -92,6 +93,15 @@ fn vm_points(vm: &VmReport) -> Vec<Point> {
     let mut points = vec![Point::new("vmnetprobe_vm")
         .tag("vm", name)
         .tag("uuid", uuid.as_deref().unwrap_or(""))
+        // Host-side facts (Nova's metadata in the domain XML): stable tags.
+        .tag("instance", cloud.as_ref().map_or("", |c| c.name.as_str()))
+        .tag(
+            "project",
+            cloud
+                .as_ref()
+                .and_then(|c| c.project.as_deref())
+                .unwrap_or(""),
+        )
         .int("state_code", state.code())
         .string("state", state.as_str())
         .string("code", code.as_str())

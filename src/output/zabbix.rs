@@ -17,6 +17,11 @@ struct VmRow<'a> {
     uuid: &'a str,
     #[serde(rename = "{#VM.OS}")]
     os: &'a str,
+    /// OpenStack's instance name and project; empty without Nova.
+    #[serde(rename = "{#VM.INSTANCE}")]
+    instance: &'a str,
+    #[serde(rename = "{#VM.PROJECT}")]
+    project: &'a str,
 }
 
 #[derive(Serialize)]
@@ -82,12 +87,18 @@ pub fn render_discovery_vms(report: &Report) -> Rendered {
                 duration_ms: _,
                 agent_commands: _,
                 agent_execs: _,
+                cloud,
             } = vm;
             VmRow {
                 id: vm_id(name, uuid.as_deref()),
                 name,
                 uuid: uuid.as_deref().unwrap_or(""),
                 os: os.as_str(),
+                instance: cloud.as_ref().map_or("", |c| c.name.as_str()),
+                project: cloud
+                    .as_ref()
+                    .and_then(|c| c.project.as_deref())
+                    .unwrap_or(""),
             }
         })
         .collect();
@@ -126,6 +137,7 @@ pub fn render_discovery_nics(report: &Report) -> Rendered {
             duration_ms: _,
             agent_commands: _,
             agent_execs: _,
+            cloud: _,
         } = vm;
         let AgentReport {
             verdict: _,
@@ -211,7 +223,7 @@ mod tests {
             serde_json::from_str(&render_discovery_vms(&report()).text).expect("json");
         assert_eq!(
             vms,
-            serde_json::json!([{"{#VM.ID}": "name:web 01, \"x\"=ü\\", "{#VM.NAME}": "web 01, \"x\"=ü\\", "{#VM.UUID}": "", "{#VM.OS}": "windows"}])
+            serde_json::json!([{"{#VM.ID}": "name:web 01, \"x\"=ü\\", "{#VM.NAME}": "web 01, \"x\"=ü\\", "{#VM.UUID}": "", "{#VM.OS}": "windows", "{#VM.INSTANCE}": "", "{#VM.PROJECT}": ""}])
         );
         let nics: serde_json::Value =
             serde_json::from_str(&render_discovery_nics(&report()).text).expect("json");

@@ -98,6 +98,7 @@ impl VmProbe<'_> {
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
             agent_commands: self.agent_commands,
             agent_execs: self.agent_execs,
+            cloud: target.cloud.clone(),
         }
     }
 }

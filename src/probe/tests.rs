@@ -129,6 +129,7 @@ fn target_with(transport: FakeTransport, nics: Vec<NicConfig>) -> VmTarget {
     VmTarget {
         name: "vm1".into(),
         uuid: Some("u-1".into()),
+        cloud: None,
         lifecycle: Lifecycle::Running,
         channel: ChannelState::Connected,
         nics,
@@ -507,6 +508,7 @@ fn runner_reports_unfinished_vms_as_timed_out_and_keeps_the_rest() {
     let stuck = VmTarget {
         name: "stuck".into(),
         uuid: None,
+        cloud: None,
         lifecycle: Lifecycle::Running,
         channel: ChannelState::Unknown,
         nics: vec![],

@@ -27,6 +27,7 @@ pub fn vm(name: &str, agent: Verdict) -> VmReport {
         duration_ms: 1.0,
         agent_commands: 0,
         agent_execs: 0,
+        cloud: None,
     }
 }
 

@@ -133,6 +133,20 @@ pub struct VmReport {
     /// a line in the guest's log.
     #[serde(default)]
     pub agent_execs: u32,
+    /// The cloud platform's names for this VM (OpenStack Nova's metadata in
+    /// the domain XML): extra labels, never part of the VM's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud: Option<CloudInstance>,
+}
+
+/// What OpenStack Nova writes into a domain's `<metadata>` about the
+/// instance behind an `instance-0000xxxx` domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloudInstance {
+    /// The instance's display name (`nova:name`).
+    pub name: String,
+    /// The owning project (`nova:owner/nova:project`).
+    pub project: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
