@@ -691,12 +691,16 @@ fn icinga2_runs_the_shipped_check_command() {
          vars.vmnetprobe_socket = [ \"{sock}\" ]\n  vars.vmnetprobe_external = \"{ext}\"\n  vars.vmnetprobe_warning = \"100\"\n  \
          vars.vmnetprobe_critical = \"500\"\n  vars.vmnetprobe_timeout = \"8s\"\n}}\n\
          object Host \"hv02\" {{\n  check_command = \"dummy\"\n  vars.vmnetprobe = true\n  \
-         vars.vmnetprobe_socket = [ \"{sock}\" ]\n  vars.vmnetprobe_external = \"{down}\"\n  vars.vmnetprobe_timeout = \"8s\"\n}}\n"
+         vars.vmnetprobe_socket = [ \"{sock}\" ]\n  vars.vmnetprobe_external = \"{down}\"\n  vars.vmnetprobe_timeout = \"8s\"\n}}\n\
+         object Host \"lab-vm\" {{\n  check_command = \"dummy\"\n  zone = ZoneName\n  vars.vmnetprobe_hypervisor = NodeName\n  \
+         vars.vmnetprobe_domain = \"lab\"\n  vars.vmnetprobe_socket = [ \"{sock}\" ]\n  vars.vmnetprobe_external = \"{ext}\"\n  \
+         vars.vmnetprobe_timeout = \"8s\"\n}}\n"
     );
     let port = free_port();
     let base = format!(
         "const NodeName = \"icinga-test\"\nconst ZoneName = \"icinga-test\"\n\
-         const PluginDir = \"{}\"\ninclude <itl>\ninclude \"{}\"\ninclude \"{}\"\n{hosts}",
+         const PluginDir = \"{}\"\ninclude <itl>\ninclude \"{}\"\ninclude \"{}\"\n{hosts}\
+         object Endpoint NodeName {{ }}\nobject Zone ZoneName {{ endpoints = [ NodeName ] }}\n",
         wrapper.parent().unwrap().display(),
         command.display(),
         example.display()
@@ -717,8 +721,8 @@ fn icinga2_runs_the_shipped_check_command() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains("Instantiated 3 Services"),
-        "expected 3 applied services:\n{text}"
+        text.contains("Instantiated 4 Services"),
+        "expected 4 applied services:\n{text}"
     );
     timing("icinga2: daemon -C", t);
 
@@ -729,8 +733,7 @@ fn icinga2_runs_the_shipped_check_command() {
         &format!(
             "{base}object CheckerComponent \"checker\" {{ }}\n\
              object ApiUser \"test\" {{ password = \"test\"; permissions = [ \"*\" ] }}\n\
-             object ApiListener \"api\" {{ bind_host = \"127.0.0.1\"; bind_port = {port} }}\n\
-             object Endpoint NodeName {{ }}\nobject Zone ZoneName {{ endpoints = [ NodeName ] }}\n"
+             object ApiListener \"api\" {{ bind_host = \"127.0.0.1\"; bind_port = {port} }}\n"
         ),
     );
     sh(&format!("chown -R {NAGIOS_USER}: {}", q(&s.s("var"))));
@@ -765,23 +768,23 @@ fn icinga2_runs_the_shipped_check_command() {
     ]);
     assert_eq!(code, 200, "reschedule-check: {body}");
     let services = wait_for(
-        "3 check results via the API",
+        "4 check results via the API",
         Duration::from_secs(60),
         || {
-            let (code, body) = curl(&["-k", "-u", "test:test", &format!("{api}/objects/services?attrs=last_check_result&attrs=state&attrs=name&attrs=host_name")]);
+            let (code, body) = curl(&["-k", "-u", "test:test", &format!("{api}/objects/services?attrs=last_check_result&attrs=state&attrs=name&attrs=host_name&attrs=command_endpoint")]);
             if code != 200 {
                 return None;
             }
             let v: Value = serde_json::from_str(&body).ok()?;
             let results = v["results"].as_array()?.clone();
-            (results.len() == 3
+            (results.len() == 4
                 && results
                     .iter()
                     .all(|r| r["attrs"]["last_check_result"].is_object()))
             .then_some(results)
         },
     );
-    timing("icinga2: start to 3 results", t);
+    timing("icinga2: start to 4 results", t);
     let stopped = icinga.stop();
     eprintln!("[timing] icinga2: stop {:.2}s", stopped.as_secs_f64());
 
@@ -868,12 +871,33 @@ fn icinga2_runs_the_shipped_check_command() {
         .iter()
         .map(|s| s["name"].as_str().unwrap().to_string())
         .collect();
-    for want in ["hv01!vm-network", "hv01!vm-network-lab", "hv02!vm-network"] {
+    for want in [
+        "hv01!vm-network",
+        "hv01!vm-network-lab",
+        "hv02!vm-network",
+        "lab-vm!vm-network",
+    ] {
         assert!(
             names.contains(&want.to_string()),
             "service {want} missing: {names:?}"
         );
     }
+    // The per-VM host's service runs on the hypervisor's endpoint, for its VM only.
+    let per_vm = services
+        .iter()
+        .find(|s| s["attrs"]["host_name"] == "lab-vm")
+        .expect("lab-vm service");
+    assert_eq!(
+        per_vm["attrs"]["command_endpoint"], "icinga-test",
+        "{per_vm}"
+    );
+    let command = &per_vm["attrs"]["last_check_result"]["command"];
+    assert!(
+        command
+            .as_array()
+            .is_some_and(|a| a.windows(2).any(|w| w[0] == "--domain" && w[1] == "lab")),
+        "{command}"
+    );
 }
 
 // ---------------------------------------------------------------------------------
