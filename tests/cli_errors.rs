@@ -14,7 +14,7 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 const EXT: &str = "198.51.100.1";
@@ -34,25 +34,7 @@ fn run_os(args: &[OsString]) -> Output {
 
 /// Runs `program` with a 30 s limit.
 fn run_program(program: &Path, args: &[OsString]) -> Output {
-    let child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run vmnetprobe");
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(out) => out.expect("output"),
-        Err(_) => {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("vmnetprobe {args:?} hung");
-        }
-    }
+    common::run_command(Command::new(program).args(args), Duration::from_secs(30))
 }
 
 fn run(args: &[&str]) -> Output {
@@ -525,14 +507,13 @@ fn run_as_nobody(args: &[&str]) -> Output {
     ];
     full.extend(args.iter().map(|a| a.to_string()));
     full.push("--no-state".into());
-    let child = Command::new("setpriv")
-        .args(&full)
-        .env("HOME", "/nonexistent")
-        .env_remove("XDG_CACHE_HOME")
-        .stdin(Stdio::null())
-        .output()
-        .expect("setpriv");
-    child
+    common::run_command(
+        Command::new("setpriv")
+            .args(&full)
+            .env("HOME", "/nonexistent")
+            .env_remove("XDG_CACHE_HOME"),
+        Duration::from_secs(30),
+    )
 }
 
 /// serve's default --min-interval needs a state directory; without one it

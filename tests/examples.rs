@@ -6,6 +6,7 @@ mod common;
 use common::{bin, stdout, AgentLab, LabOptions};
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 fn example_binary(name: &str) -> PathBuf {
     // target/<profile>/vmnetprobe → target/<profile>/examples/<name>
@@ -28,11 +29,12 @@ fn probe_socket_example_reports_a_healthy_agent() {
         return;
     }
     let lab = AgentLab::start(LabOptions::default());
-    let out = Command::new(example_binary("probe_socket"))
-        .arg(&lab.socket)
-        .arg(lab.external.to_string())
-        .output()
-        .expect("run example");
+    let out = common::run_command(
+        Command::new(example_binary("probe_socket"))
+            .arg(&lab.socket)
+            .arg(lab.external.to_string()),
+        Duration::from_secs(60),
+    );
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.starts_with("vm OK (linux)"), "{text}");
@@ -42,10 +44,10 @@ fn probe_socket_example_reports_a_healthy_agent() {
 
 #[test]
 fn probe_socket_example_refuses_bad_input() {
-    let out = Command::new(example_binary("probe_socket"))
-        .args(["/nonexistent.sock", "not-an-ip"])
-        .output()
-        .expect("run example");
+    let out = common::run_command(
+        Command::new(example_binary("probe_socket")).args(["/nonexistent.sock", "not-an-ip"]),
+        Duration::from_secs(60),
+    );
     assert_eq!(out.status.code(), Some(3));
 }
 
@@ -55,11 +57,14 @@ fn demo_script_shows_every_mode() {
         return;
     }
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/demo.sh");
-    let out = Command::new("bash")
-        .arg(script)
-        .env("VMNETPROBE_BIN", bin())
-        .output()
-        .expect("run demo");
+    // The demo builds nothing here (VMNETPROBE_BIN) but starts an agent and
+    // probes in every mode: minutes at most even on a loaded machine.
+    let out = common::run_command(
+        Command::new("bash")
+            .arg(script)
+            .env("VMNETPROBE_BIN", bin()),
+        Duration::from_secs(300),
+    );
     let text = stdout(&out);
     assert!(
         out.status.success(),

@@ -140,7 +140,7 @@ fn status_json(lab: &Lab, timeout: &str, ping_timeout: &str) -> (Value, Duration
     let mut args = vec!["status".to_string(), "--json".into()];
     args.extend(lab.args(timeout, ping_timeout));
     let t = Instant::now();
-    let out = Command::new(BIN).args(&args).output().expect("vmnetprobe");
+    let out = common::run_command(Command::new(BIN).args(&args), Duration::from_secs(120));
     let took = t.elapsed();
     let text = String::from_utf8_lossy(&out.stdout);
     log(format!(

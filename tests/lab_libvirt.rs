@@ -100,10 +100,8 @@ impl Lab {
         args.extend(extra.iter().map(|x| x.to_string()));
         let what = format!("vmnetprobe {}", args.join(" "));
         let t = Instant::now();
-        let out: Output = Command::new(BIN)
-            .args(&args)
-            .output()
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let out: Output =
+            common::run_command(Command::new(BIN).args(&args), Duration::from_secs(120));
         eprintln!(
             "[lab_libvirt] {what}: exit {:?} in {:.1}s",
             out.status.code(),
