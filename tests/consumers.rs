@@ -616,38 +616,8 @@ fn icinga_certs(s: &Scratch) {
     if !cache.join("icinga-test.key").exists() {
         let t = Instant::now();
         let tmp = Scratch::new("icinga-pki");
-        let d = icinga_defines(&tmp);
+        icinga_pki(&[("icinga-test", &tmp)]);
         let certs = tmp.path("var/lib/certs");
-        fs::create_dir_all(&certs).unwrap();
-        let c = |f: &str| certs.join(f).display().to_string();
-        run_ok(Command::new("icinga2").args(["pki", "new-ca"]).args(&d));
-        run_ok(
-            Command::new("icinga2")
-                .args([
-                    "pki",
-                    "new-cert",
-                    "--cn",
-                    "icinga-test",
-                    "--key",
-                    &c("icinga-test.key"),
-                    "--csr",
-                    &c("icinga-test.csr"),
-                ])
-                .args(&d),
-        );
-        run_ok(
-            Command::new("icinga2")
-                .args([
-                    "pki",
-                    "sign-csr",
-                    "--csr",
-                    &c("icinga-test.csr"),
-                    "--cert",
-                    &c("icinga-test.crt"),
-                ])
-                .args(&d),
-        );
-        fs::copy(tmp.path("var/lib/ca/ca.crt"), certs.join("ca.crt")).unwrap();
         fs::create_dir_all(CACHE_DIR).unwrap();
         let staging = PathBuf::from(format!("{}.tmp{}", cache.display(), std::process::id()));
         let _ = fs::remove_dir_all(&staging);
@@ -664,6 +634,213 @@ fn icinga_certs(s: &Scratch) {
     for f in ["ca.crt", "icinga-test.crt", "icinga-test.key"] {
         fs::copy(cache.join(f), certs.join(f)).unwrap();
     }
+}
+
+/// Asks Icinga's API (user test) to check the services matching `filter` now.
+fn icinga_reschedule(api: &str, filter: &str) -> (u16, String) {
+    let body = json!({"type": "Service", "filter": filter, "force": true}).to_string();
+    curl(&[
+        "-k",
+        "-u",
+        "test:test",
+        "-H",
+        "Accept: application/json",
+        "-X",
+        "POST",
+        &format!("{api}/actions/reschedule-check"),
+        "-d",
+        &body,
+    ])
+}
+
+/// TLS files for Icinga nodes `cns` under one CA, made by this test with Icinga's own
+/// PKI commands, copied into each node's `var/lib/certs`.
+fn icinga_pki(nodes: &[(&str, &Scratch)]) {
+    let tmp = Scratch::new("icinga-pki-pair");
+    let d = icinga_defines(&tmp);
+    let certs = tmp.path("var/lib/certs");
+    fs::create_dir_all(&certs).unwrap();
+    // icinga2 pki drops to RunAsUser too.
+    sh(&format!("chown -R {NAGIOS_USER}: {}", q(&tmp.s("var"))));
+    let c = |f: &str| certs.join(f).display().to_string();
+    run_ok(Command::new("icinga2").args(["pki", "new-ca"]).args(&d));
+    for (cn, node) in nodes {
+        let (key, csr, crt) = (
+            format!("{cn}.key"),
+            format!("{cn}.csr"),
+            format!("{cn}.crt"),
+        );
+        run_ok(
+            Command::new("icinga2")
+                .args([
+                    "pki",
+                    "new-cert",
+                    "--cn",
+                    cn,
+                    "--key",
+                    &c(&key),
+                    "--csr",
+                    &c(&csr),
+                ])
+                .args(&d),
+        );
+        run_ok(
+            Command::new("icinga2")
+                .args(["pki", "sign-csr", "--csr", &c(&csr), "--cert", &c(&crt)])
+                .args(&d),
+        );
+        let dest = node.path("var/lib/certs");
+        fs::create_dir_all(&dest).unwrap();
+        fs::copy(tmp.path("var/lib/ca/ca.crt"), dest.join("ca.crt")).unwrap();
+        for f in [&key, &crt] {
+            fs::copy(certs.join(f), dest.join(f)).unwrap();
+        }
+        sh(&format!("chown -R {NAGIOS_USER}: {}", q(&node.s("var"))));
+    }
+}
+
+/// The real deployment: an Icinga 2 master schedules, the agent on the hypervisor
+/// executes (`command_endpoint`, from the shipped example's `vmnetprobe_agent` rule),
+/// and the result is read on the master's API. Two icinga2 processes on loopback,
+/// master and agent zones, certificates made by the test.
+#[test]
+fn icinga2_master_schedules_and_the_agent_executes() {
+    if !real("icinga2-distributed", &["icinga2", "curl"]) {
+        return;
+    }
+    let probe = Probe::start();
+    let (m, a) = (Scratch::new("icinga-master"), Scratch::new("icinga-agent"));
+    let (dm, da) = (icinga_defines(&m), icinga_defines(&a));
+    let t = Instant::now();
+    icinga_pki(&[("master", &m), ("agent", &a)]);
+    timing("icinga2: PKI for master and agent", t);
+    let wrapper = probe.wrapper(&a, "check_vmnetprobe", package::PLUGIN, &[]);
+    let (m_port, a_port) = (free_port(), free_port());
+    let zones = format!(
+        "object Endpoint \"master\" {{ }}\n\
+         object Endpoint \"agent\" {{ host = \"127.0.0.1\"; port = \"{a_port}\" }}\n\
+         object Zone \"master\" {{ endpoints = [ \"master\" ] }}\n\
+         object Zone \"agent\" {{ endpoints = [ \"agent\" ]; parent = \"master\" }}\n"
+    );
+    let command = shipped("icinga2/vmnetprobe-command.conf");
+    // The agent: executes what the master sends, has the CheckCommand, schedules nothing.
+    let a_conf = a.write(
+        "etc/icinga2.conf",
+        &format!(
+            "const NodeName = \"agent\"\nconst ZoneName = \"agent\"\nconst PluginDir = \"{}\"\n\
+             include <itl>\n{command}\n{zones}\
+             object ApiListener \"api\" {{ bind_host = \"127.0.0.1\"; bind_port = {a_port}; accept_commands = true }}\n",
+            wrapper.parent().unwrap().display()
+        ),
+    );
+    // The master: the host named like the agent's endpoint, the shipped apply rules.
+    let sock = probe.socket_arg("lab");
+    let ext = probe.external.to_string();
+    let m_conf = m.write(
+        "etc/icinga2.conf",
+        &format!(
+            "const NodeName = \"master\"\nconst ZoneName = \"master\"\nconst PluginDir = \"/nonexistent\"\n\
+             include <itl>\n{command}\n{example}\n{zones}\
+             object Host \"agent\" {{\n  check_command = \"dummy\"\n  zone = \"master\"\n  vars.vmnetprobe = true\n  \
+             vars.vmnetprobe_agent = true\n  vars.vmnetprobe_socket = [ \"{sock}\" ]\n  vars.vmnetprobe_external = \"{ext}\"\n  \
+             vars.vmnetprobe_timeout = \"8s\"\n}}\n\
+             object CheckerComponent \"checker\" {{ }}\n\
+             object ApiUser \"test\" {{ password = \"test\"; permissions = [ \"*\" ] }}\n\
+             object ApiListener \"api\" {{ bind_host = \"127.0.0.1\"; bind_port = {m_port} }}\n",
+            example = shipped("icinga2/vmnetprobe-services.example.conf"),
+        ),
+    );
+    for (conf, d) in [(&a_conf, &da), (&m_conf, &dm)] {
+        let out = Command::new("icinga2")
+            .args(["daemon", "-C", "-c"])
+            .arg(conf)
+            .args(d)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "icinga2 daemon -C rejected {}:\n{}",
+            conf.display(),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let start = |conf: &Path, d: &[String], s: &Scratch, what: &str| {
+        Daemon::start(
+            what,
+            Command::new("icinga2")
+                .args(["daemon", "-c"])
+                .arg(conf)
+                .args(d)
+                .args(["-x", "warning"]),
+            s.path("icinga2.out"),
+        )
+    };
+    let t = Instant::now();
+    let mut agent = start(&a_conf, &da, &a, "icinga2 agent");
+    let mut master = start(&m_conf, &dm, &m, "icinga2 master");
+    let api = format!("https://127.0.0.1:{m_port}/v1");
+    wait_for("master API", Duration::from_secs(30), || {
+        master.assert_running();
+        agent.assert_running();
+        (curl(&["-k", "-u", "test:test", &format!("{api}/status")]).0 == 200).then_some(())
+    });
+    // The master connects to the agent's endpoint; then the check can go there.
+    wait_for(
+        "the agent endpoint connected",
+        Duration::from_secs(30),
+        || {
+            let (_, body) = curl(&[
+                "-k",
+                "-u",
+                "test:test",
+                &format!("{api}/objects/endpoints/agent?attrs=connected"),
+            ]);
+            let v: Value = serde_json::from_str(&body).ok()?;
+            (v["results"][0]["attrs"]["connected"] == true).then_some(())
+        },
+    );
+    let result = wait_for(
+        "the agent's check result on the master",
+        Duration::from_secs(60),
+        || {
+            master.assert_running();
+            icinga_reschedule(&api, r#"service.name==\"vm-network\""#);
+            let (_, body) = curl(&["-k", "-u", "test:test", &format!("{api}/objects/services/agent!vm-network?attrs=last_check_result&attrs=command_endpoint")]);
+            let v: Value = serde_json::from_str(&body).ok()?;
+            let attrs = v["results"][0]["attrs"].clone();
+            let output = attrs["last_check_result"]["output"].as_str()?;
+            output.starts_with("VMNETPROBE ").then_some(attrs)
+        },
+    );
+    timing(
+        "icinga2: master and agent start to a result on the master",
+        t,
+    );
+    master.stop();
+    agent.stop();
+    let r = &result["last_check_result"];
+    assert_eq!(result["command_endpoint"], "agent", "{result}");
+    assert_eq!(r["check_source"], "agent", "executed elsewhere: {result}");
+    assert_eq!(r["exit_status"], 0, "{result}");
+    // The agent's process ran vmnetprobe, as nagios, and printed what the master shows.
+    let runs = runs(&a);
+    let run = runs
+        .iter()
+        .find(|run| {
+            r["output"].as_str().is_some_and(|o| {
+                o.trim_end()
+                    .starts_with(parse_plugin_output(&run.stdout).text.trim_end())
+            })
+        })
+        .unwrap_or_else(|| panic!("no run on the agent printed {}", r["output"]));
+    assert_eq!(run.user, NAGIOS_USER);
+    assert!(
+        run.argv
+            .windows(2)
+            .any(|w| w == ["--external", ext.as_str()]),
+        "{:?}",
+        run.argv
+    );
 }
 
 #[test]
@@ -754,18 +931,7 @@ fn icinga2_runs_the_shipped_check_command() {
     });
     timing("icinga2: start to API ready", t);
     // The example's check_interval is 5m: ask for the first checks now.
-    let (code, body) = curl(&[
-        "-k",
-        "-u",
-        "test:test",
-        "-H",
-        "Accept: application/json",
-        "-X",
-        "POST",
-        &format!("{api}/actions/reschedule-check"),
-        "-d",
-        r#"{"type":"Service","filter":"true","force":true}"#,
-    ]);
+    let (code, body) = icinga_reschedule(&api, "true");
     assert_eq!(code, 200, "reschedule-check: {body}");
     let services = wait_for(
         "4 check results via the API",
