@@ -751,12 +751,13 @@ fn icinga2_master_schedules_and_the_agent_executes() {
         ),
     );
     for (conf, d) in [(&a_conf, &da), (&m_conf, &dm)] {
-        let out = Command::new("icinga2")
-            .args(["daemon", "-C", "-c"])
-            .arg(conf)
-            .args(d)
-            .output()
-            .unwrap();
+        let out = common::run_command(
+            Command::new("icinga2")
+                .args(["daemon", "-C", "-c"])
+                .arg(conf)
+                .args(d),
+            Duration::from_secs(60),
+        );
         assert!(
             out.status.success(),
             "icinga2 daemon -C rejected {}:\n{}",
@@ -885,12 +886,13 @@ fn icinga2_runs_the_shipped_check_command() {
     // 1. The shipped CheckCommand and apply rules validate.
     let conf = s.write("etc/check.conf", &base);
     let t = Instant::now();
-    let out = Command::new("icinga2")
-        .args(["daemon", "-C", "-c"])
-        .arg(&conf)
-        .args(&d)
-        .output()
-        .unwrap();
+    let out = common::run_command(
+        Command::new("icinga2")
+            .args(["daemon", "-C", "-c"])
+            .arg(&conf)
+            .args(&d),
+        Duration::from_secs(60),
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

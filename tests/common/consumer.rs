@@ -139,10 +139,9 @@ pub fn free_low_port() -> u16 {
     panic!("no free port in 20000-31999");
 }
 
+/// Runs `cmd` to completion within 5 minutes (a schema load is the slowest).
 pub fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let out = super::run_command(cmd, Duration::from_secs(300));
     assert!(
         out.status.success(),
         "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
