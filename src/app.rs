@@ -38,7 +38,7 @@ fn inventory_for(source: &Source) -> Result<Box<dyn Inventory>, InventoryError> 
 /// with `--min-interval`, shares a result another caller probed recently.
 pub fn collect(config: &Config) -> Report {
     let started = Instant::now();
-    shared::share(config, started, || probe_run(config, started))
+    shared::share(config, started, |selection| probe_run(selection, started))
 }
 
 /// Probes every listed VM now.

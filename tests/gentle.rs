@@ -673,3 +673,59 @@ fn real_agent_concurrent_runs_do_not_corrupt_the_state() {
         }
     }
 }
+
+/// Per-VM services (a check per VM, `-d`) within `--min-interval` share one
+/// probe of the whole host, each taking its own VM from it; a VM the host
+/// does not have is still answered for itself.
+#[test]
+fn per_vm_checks_share_one_probe_of_the_whole_host() {
+    if !common::require_real("per_vm_checks_share_one_probe") {
+        return;
+    }
+    let mut lab = AgentLab::start(LabOptions::default());
+    let sockets = lab.add_agents(12);
+    let glob = sockets[0]
+        .parent()
+        .expect("agents' directory")
+        .join("*.sock")
+        .to_string_lossy()
+        .into_owned();
+    let state = lab.dir.join("state").to_string_lossy().into_owned();
+    let ext = lab.external.to_string();
+    let check = |vm: &str| {
+        json(&vmnetprobe(&[
+            "status",
+            "--json",
+            "--socket-glob",
+            &glob,
+            "--external",
+            &ext,
+            "--state-dir",
+            &state,
+            "--min-interval",
+            "60s",
+            "-d",
+            vm,
+        ]))
+    };
+    let mut stamps = std::collections::BTreeSet::new();
+    for (i, socket) in sockets.iter().enumerate() {
+        let name = socket.file_stem().and_then(|s| s.to_str()).expect("name");
+        let doc = check(name);
+        let vms = doc["vms"].as_array().expect("vms");
+        assert_eq!(vms.len(), 1, "{doc}");
+        assert_eq!(vms[0]["name"], name, "{doc}");
+        assert_eq!(vms[0]["state"], "OK", "{doc}");
+        assert_eq!(doc["cached"], i > 0, "only the first check probes: {doc}");
+        stamps.insert(doc["timestamp_ns"].to_string());
+    }
+    assert_eq!(stamps.len(), 1, "one probe for all: {stamps:?}");
+    // Not on this host: probed alone, and the answer is its own.
+    let missing = check("no-such-vm");
+    assert!(
+        missing["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no-such-vm")),
+        "{missing}"
+    );
+}

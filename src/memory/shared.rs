@@ -15,10 +15,70 @@ use std::time::{Duration, Instant};
 
 /// With a state directory and `--min-interval`, the result another caller
 /// probed within the interval, judged by this caller's thresholds; else
-/// `probe()`'s, stored for the others. Without either, just `probe()`'s.
-pub fn share(config: &Config, started: Instant, probe: impl FnOnce() -> Report) -> Report {
+/// `probe`'s, stored for the others. Without either, just `probe`'s.
+///
+/// Per-VM checks (`-d`, a service per VM in Icinga or Nagios) share the
+/// probe of the whole host: the first one in an interval probes every VM,
+/// the others take their VMs from that result. A VM the host-wide result
+/// lacks (shut off, or unknown) is probed alone, so its own answer ("VM not
+/// running", "unknown VM") stands.
+pub fn share(config: &Config, started: Instant, probe: impl Fn(&Config) -> Report) -> Report {
+    if config.state_dir.is_none() || config.min_interval.is_none() {
+        return probe(config);
+    }
+    if config.domains.is_empty() {
+        return share_selection(config, started, &probe);
+    }
+    let mut host = config.clone();
+    host.domains.clear();
+    let mut report = share_selection(&host, started, &probe);
+    if report.fatal.is_some() {
+        return report;
+    }
+    match selected(&report, &config.domains) {
+        Some(vms) => {
+            report.vms = vms;
+            report
+        }
+        None => probe(config),
+    }
+}
+
+/// The VMs of `report` that `domains` names (by name or UUID), in the
+/// report's order; `None` when one of the names has no VM there.
+fn selected(report: &Report, domains: &[String]) -> Option<Vec<crate::report::VmReport>> {
+    let names = |d: &String, vm: &crate::report::VmReport| {
+        vm.name == *d
+            || vm
+                .uuid
+                .as_deref()
+                .is_some_and(|u| u.eq_ignore_ascii_case(d))
+    };
+    if !domains
+        .iter()
+        .all(|d| report.vms.iter().any(|vm| names(d, vm)))
+    {
+        return None;
+    }
+    Some(
+        report
+            .vms
+            .iter()
+            .filter(|vm| domains.iter().any(|d| names(d, vm)))
+            .cloned()
+            .collect(),
+    )
+}
+
+/// [`share`] for one selection: one caller probes under its lock, the
+/// others wait for that result up to their own deadline.
+fn share_selection(
+    config: &Config,
+    started: Instant,
+    probe: &impl Fn(&Config) -> Report,
+) -> Report {
     let (Some(dir), Some(min_interval)) = (&config.state_dir, config.min_interval) else {
-        return probe();
+        return probe(config);
     };
     let key = selection_key(config);
     let name = facts::result_name(&key);
@@ -43,7 +103,7 @@ pub fn share(config: &Config, started: Instant, probe: impl FnOnce() -> Report) 
         }
         return report;
     }
-    let report = probe();
+    let report = probe(config);
     if lock.is_ok() && report.fatal.is_none() {
         let stored = StoredResult {
             key,
