@@ -89,7 +89,7 @@ impl Probe {
     }
 
     fn run(&self, args: &[String]) -> (i32, String) {
-        let out = Command::new(&self.bin).args(args).output().unwrap();
+        let out = common::run_command(Command::new(&self.bin).args(args), Duration::from_secs(60));
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8(out.stdout).expect("UTF-8 output"),
