@@ -255,7 +255,9 @@ impl Point {
             }
         }
         out.push(' ');
-        out.push_str(&timestamp_ns.to_string());
+        // Line protocol timestamps are int64: a report read back from the
+        // (untrusted) state directory may carry any u64.
+        out.push_str(&timestamp_ns.min(i64::MAX as u64).to_string());
         out.push('\n');
     }
 }

@@ -150,45 +150,9 @@ pub fn check_nagios(text: &str) -> Result<Nagios, String> {
     })
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum FieldValue {
-    Int(i64),
-    Float(f64),
-    Bool(bool),
-    Str(String),
-}
-
-impl FieldValue {
-    fn kind(&self) -> &'static str {
-        match self {
-            FieldValue::Int(_) => "int",
-            FieldValue::Float(_) => "float",
-            FieldValue::Bool(_) => "bool",
-            FieldValue::Str(_) => "string",
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Point {
-    pub measurement: String,
-    pub tags: Vec<(String, String)>,
-    pub fields: Vec<(String, FieldValue)>,
-    pub timestamp: u64,
-}
-
-impl Point {
-    pub fn tag(&self, key: &str) -> Option<&str> {
-        self.tags
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn field(&self, key: &str) -> Option<&FieldValue> {
-        self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| v)
-    }
-}
+// The values and points are the shared reader's (tests/common): this module
+// adds the strict grammar on top, not a second data model.
+pub use crate::common::line_protocol::{Field as FieldValue, Point};
 
 /// Reads up to an unescaped stop character; `escapable` may follow a
 /// backslash (which is then dropped). Returns (value, rest).
@@ -304,14 +268,14 @@ pub fn parse_line(line: &str) -> Result<Point, String> {
     let timestamp = rest
         .strip_prefix(' ')
         .ok_or_else(|| format!("no timestamp in {line:?}"))?;
-    let timestamp: u64 = timestamp
+    let timestamp: i64 = timestamp
         .parse()
         .map_err(|_| format!("bad timestamp {timestamp:?} in {line:?}"))?;
     Ok(Point {
         measurement,
         tags,
         fields,
-        timestamp,
+        timestamp: Some(timestamp),
     })
 }
 
