@@ -39,8 +39,10 @@ pub(super) fn routable(ip: IpAddr) -> bool {
 }
 
 /// The candidate with the best [`address_rank`]; the first of equals.
-pub(super) fn best_by_address(candidates: &[GuestInterface]) -> Option<&GuestInterface> {
-    candidates.iter().rev().max_by_key(|c| address_rank(c))
+pub(super) fn best_by_address<'g>(
+    candidates: impl DoubleEndedIterator<Item = &'g GuestInterface>,
+) -> Option<&'g GuestInterface> {
+    candidates.rev().max_by_key(|c| address_rank(c))
 }
 
 impl NicProbe {
@@ -59,7 +61,7 @@ impl NicProbe {
 
     /// Takes the guest interfaces with this NIC's MAC.
     pub(super) fn set_candidates(&mut self, candidates: Vec<GuestInterface>) {
-        self.guest = best_by_address(&candidates).cloned();
+        self.guest = best_by_address(candidates.iter()).cloned();
         self.candidates = candidates;
     }
 

@@ -2,7 +2,7 @@
 //! route command, `ip route`/`ROUTE.EXE` run in the guest, the libvirt
 //! network, or `--gateway`.
 
-use super::nics::{address_rank, routable, MAX_MEMO_NICS};
+use super::nics::{best_by_address, routable, MAX_MEMO_NICS};
 use super::*;
 
 impl VmProbe<'_> {
@@ -106,13 +106,9 @@ impl VmProbe<'_> {
             let hops_of = |g: &GuestInterface| by_iface.get(&g.name).filter(|h| !h.is_empty());
             let routed = match nic.guest.as_ref().filter(|g| hops_of(g).is_some()) {
                 Some(current) => Some(current.clone()),
-                None => nic
-                    .candidates
-                    .iter()
-                    .filter(|g| hops_of(g).is_some())
-                    .rev()
-                    .max_by_key(|g| address_rank(g))
-                    .cloned(),
+                None => {
+                    best_by_address(nic.candidates.iter().filter(|g| hops_of(g).is_some())).cloned()
+                }
             };
             let Some(routed) = routed else { continue };
             if let Some((first, more)) = hops_of(&routed).and_then(|h| h.split_first()) {

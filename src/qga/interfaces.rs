@@ -3,6 +3,7 @@
 //! as a tree) and bounded: what is kept per interface, per MAC and per VM.
 
 use super::protocol::{normalize_mac, parse_ip, text, MAX_TEXT_LEN};
+use super::reply::{is_object, string};
 use crate::text::one_line;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -53,15 +54,6 @@ pub fn for_each_element<'de>(
         .map_err(|_| format!("{what}: expected an array"))
 }
 
-/// serde also reads a struct from an array, by position: only objects count.
-fn is_object(raw: &RawValue) -> bool {
-    raw.get().trim_start().starts_with('{')
-}
-
-fn raw_string(raw: Option<&RawValue>) -> Option<String> {
-    raw.and_then(|r| serde_json::from_str::<String>(r.get()).ok())
-}
-
 #[derive(serde::Deserialize)]
 struct InterfaceFields<'a> {
     #[serde(borrow, default)]
@@ -92,10 +84,10 @@ pub struct InterfaceList {
 impl GuestInterface {
     /// One entry; `None` when it is not an object with a string name.
     fn from_raw(raw: &RawValue) -> Option<GuestInterface> {
-        is_object(raw).then_some(())?;
+        is_object(raw.get()).then_some(())?;
         let fields: InterfaceFields<'_> = serde_json::from_str(raw.get()).ok()?;
-        let name = one_line(&raw_string(fields.name)?, MAX_TEXT_LEN);
-        let mac = raw_string(fields.mac).and_then(|m| normalize_mac(&m));
+        let name = one_line(&string(fields.name)?, MAX_TEXT_LEN);
+        let mac = string(fields.mac).and_then(|m| normalize_mac(&m));
         let mut ips = Vec::new();
         if let Some(list) = fields.ips {
             // Not an array: no addresses, like an interface without any.
@@ -105,11 +97,17 @@ impl GuestInterface {
                 }
                 let Ok(addr) = serde_json::from_str::<AddressFields<'_>>(addr.get())
                     .map_err(|_| ())
-                    .and_then(|a| if is_object(addr) { Ok(a) } else { Err(()) })
+                    .and_then(|a| {
+                        if is_object(addr.get()) {
+                            Ok(a)
+                        } else {
+                            Err(())
+                        }
+                    })
                 else {
                     return;
                 };
-                let Some(ip) = raw_string(addr.ip).and_then(|t| parse_ip(&t)) else {
+                let Some(ip) = string(addr.ip).and_then(|t| parse_ip(&t)) else {
                     return;
                 };
                 let max_prefix = if ip.is_ipv4() { 32 } else { 128 };

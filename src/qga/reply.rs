@@ -93,15 +93,21 @@ pub enum Reply {
     Neither,
 }
 
-fn string(raw: Option<&RawValue>) -> Option<String> {
+/// A JSON string member, unescaped; `None` when absent or not a string.
+pub(super) fn string(raw: Option<&RawValue>) -> Option<String> {
     raw.and_then(|r| serde_json::from_str::<String>(r.get()).ok())
+}
+
+/// Whether `text` is a JSON object: serde would also take an array as a
+/// struct, by position.
+pub(super) fn is_object(text: &str) -> bool {
+    text.trim_start().starts_with('{')
 }
 
 /// Splits a reply line; `None` when it is not a JSON object. The id is
 /// returned as a number when it is one (`Some(None)`: an id of another type).
 pub fn split(text: String) -> Option<(Option<Option<u64>>, Reply)> {
-    // serde would also take an array as a struct, by position.
-    if !text.trim_start().starts_with('{') {
+    if !is_object(&text) {
         return None;
     }
     let (id, ret, error, event) = {
