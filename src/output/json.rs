@@ -2,7 +2,7 @@
 //! documented in the output contract, optionally with the numeric extras
 //! Zabbix JSONPath triggers want (`state_code`, `reachable`, `summary`).
 
-use super::reachable;
+use super::{exit_code_for, reachable, Rendered};
 use crate::report::{
     AgentReport, CloudInstance, GatewaySource, GuestOs, NicKind, NicReport, Report, TargetReport,
     Thresholds, VmReport,
@@ -308,6 +308,26 @@ fn target_json(target: &TargetReport, zabbix: bool) -> Target<'_> {
         reason,
         zabbix: reachability(zabbix, verdict, *rtt_ms),
         rtt_ms: rtt_ms.map(ms),
+    }
+}
+
+/// `value` as one JSON document and a newline (pretty for people), with the
+/// run's exit code.
+pub(super) fn rendered<T: Serialize>(report: &Report, value: &T, pretty: bool) -> Rendered {
+    let json = if pretty {
+        serde_json::to_string_pretty(value)
+    } else {
+        serde_json::to_string(value)
+    };
+    let text = match json {
+        Ok(json) => json + "\n",
+        // Plain structs of strings and numbers cannot fail to serialize;
+        // stay valid JSON regardless.
+        Err(error) => serde_json::json!({ "error": error.to_string() }).to_string() + "\n",
+    };
+    Rendered {
+        text,
+        exit_code: exit_code_for(report),
     }
 }
 

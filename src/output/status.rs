@@ -2,7 +2,7 @@
 //! terminal's width when the caller knows it; worst VM first, NIC rows indented, states coloured when asked to) and the
 //! `--json` document.
 
-use super::json::{document, Flavor};
+use super::json::{self, document, Flavor};
 use super::Rendered;
 use super::{counts_text, exit_code_for, fixed_decimal, no_vms_text, worst_first};
 use crate::report::{AgentReport, NicReport, Report, TargetReport, Thresholds, VmReport};
@@ -21,16 +21,7 @@ const RTT_WIDTH: usize = 8;
 
 /// `status --json`: the documented document, pretty-printed.
 pub fn render_status_json(report: &Report) -> Rendered {
-    let text = match serde_json::to_string_pretty(&document(report, Flavor::Status)) {
-        Ok(json) => json + "\n",
-        // Serializing plain structs of strings and numbers cannot fail; keep
-        // the output valid JSON regardless.
-        Err(error) => serde_json::json!({ "error": error.to_string() }).to_string() + "\n",
-    };
-    Rendered {
-        text,
-        exit_code: exit_code_for(report),
-    }
+    json::rendered(report, &document(report, Flavor::Status), true)
 }
 
 /// `status`: a human table, worst VM first, without colour.

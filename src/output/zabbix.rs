@@ -2,8 +2,8 @@
 //! the master-item document (the status document plus numeric fields for
 //! JSONPath preprocessing and triggers). All JSON goes through serde_json.
 
-use super::json::{document, vm_id, Flavor};
-use super::{exit_code_for, Rendered};
+use super::json::{self, document, vm_id, Flavor};
+use super::Rendered;
 use crate::report::{AgentReport, NicReport, Report, Thresholds, VmReport};
 use serde::Serialize;
 
@@ -183,16 +183,7 @@ fn discovery_error(report: &Report, fatal: &str) -> Rendered {
 }
 
 fn to_json<T: Serialize>(report: &Report, value: &T) -> Rendered {
-    let text = match serde_json::to_string(value) {
-        Ok(json) => json + "\n",
-        // Plain structs of strings and numbers cannot fail to serialize;
-        // stay valid JSON regardless.
-        Err(error) => serde_json::json!({ "error": error.to_string() }).to_string() + "\n",
-    };
-    Rendered {
-        text,
-        exit_code: exit_code_for(report),
-    }
+    json::rendered(report, value, false)
 }
 
 #[cfg(test)]
