@@ -49,13 +49,6 @@ fn ext() -> PingTarget {
     PingTarget::External(ip(EXTERNAL))
 }
 
-fn rtt_of(finding: &Finding) -> Option<f64> {
-    match finding {
-        Finding::Reachable(_, rtt) => *rtt,
-        _ => None,
-    }
-}
-
 fn agent(version: &str, exec_enabled: bool) -> AgentReport {
     AgentReport {
         verdict: judge(Finding::AgentUp(version.to_string())),
@@ -84,7 +77,7 @@ fn nic(
         gateway: gateway.map(ip),
         gateway_source: gateway.map(|_| GatewaySource::LibvirtNetwork),
         kind,
-        rtt_ms: rtt_of(&finding),
+        rtt_ms: finding.rtt_ms(),
         verdict: judge(finding),
     }
 }
@@ -92,7 +85,7 @@ fn nic(
 fn external(finding: Finding) -> TargetReport {
     TargetReport {
         address: ip(EXTERNAL),
-        rtt_ms: rtt_of(&finding),
+        rtt_ms: finding.rtt_ms(),
         verdict: judge(finding),
     }
 }

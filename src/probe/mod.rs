@@ -334,12 +334,17 @@ fn reached(deadline: Instant) -> bool {
     Instant::now() + Duration::from_millis(10) >= deadline
 }
 
+/// A duration as reasons name it ("timed out after 2.5s"): whole
+/// milliseconds, the same everywhere.
+pub(crate) fn whole_ms(d: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Probes one VM until `deadline`. Never fails: problems are in the report.
 pub fn probe_vm(target: &VmTarget, cfg: &ProbeConfig, deadline: Instant) -> VmReport {
     let started = Instant::now();
     let mut probe = VmProbe::new(target, cfg);
-    probe.run_limit =
-        Duration::from_millis(deadline.saturating_duration_since(started).as_millis() as u64);
+    probe.run_limit = whole_ms(deadline.saturating_duration_since(started));
     probe.run(target, &CommandGate::unlimited(), deadline);
     probe.into_report(target, started)
 }

@@ -35,10 +35,7 @@ impl VmProbe<'_> {
             .into_iter()
             .map(|nic| {
                 let finding = nic.finding.clone().unwrap_or(Finding::NoGateway);
-                let rtt_ms = match finding {
-                    Finding::Reachable(_, rtt) => rtt,
-                    _ => None,
-                };
+                let rtt_ms = finding.rtt_ms();
                 NicReport {
                     name: nic.name(),
                     ips: nic.ips(),
@@ -58,10 +55,7 @@ impl VmProbe<'_> {
             .collect();
         let external = self.external.map(|(address, finding)| {
             let finding = finding.unwrap_or(Finding::PingError("not run".into()));
-            let rtt_ms = match finding {
-                Finding::Reachable(_, rtt) => rtt,
-                _ => None,
-            };
+            let rtt_ms = finding.rtt_ms();
             TargetReport {
                 address,
                 verdict: policy.verdict(&finding),

@@ -159,8 +159,7 @@ impl VmProbe<'_> {
         // The run ends before the pings' own timeout: not their fault.
         let cut_by_deadline = agent.deadline() < waiting + self.cfg.ping_timeout;
         // What the reason says is the time really waited.
-        let waited =
-            Duration::from_millis(until.saturating_duration_since(waiting).as_millis() as u64);
+        let waited = whole_ms(until.saturating_duration_since(waiting));
         let pids: Vec<i64> = started.iter().map(|(_, _, pid)| *pid).collect();
         let results = exec::wait_all(agent, &pids, until)?;
         for ((slot, target, _), result) in started.into_iter().zip(results) {

@@ -14,7 +14,7 @@
 
 use super::gate::CommandGate;
 use super::stop::{self, DeferSignals};
-use super::{probe_vm_gated, timed_out_report, ProbeConfig};
+use super::{probe_vm_gated, timed_out_report, whole_ms, ProbeConfig};
 use crate::inventory::VmTarget;
 use crate::report::VmReport;
 use std::collections::VecDeque;
@@ -85,8 +85,7 @@ pub fn probe_all(
     let _signals = DeferSignals::install();
     let started = Instant::now();
     let total = deadline.saturating_duration_since(started);
-    // The run's time as reasons name it: whole milliseconds.
-    let shown = Duration::from_millis(total.as_millis() as u64);
+    let shown = whole_ms(total);
     let vm_deadline = deadline - render_margin(total).min(total);
     let targets: Vec<Arc<VmTarget>> = targets.into_iter().map(Arc::new).collect();
     let queue: WorkQueue = Arc::new(Mutex::new(targets.iter().cloned().enumerate().collect()));
@@ -158,7 +157,7 @@ pub fn probe_all(
     }
     // A VM cut short by a stop had no result in the time the run lasted.
     let limit = if stop::requested() {
-        Duration::from_millis(started.elapsed().as_millis() as u64)
+        whole_ms(started.elapsed())
     } else {
         shown
     };

@@ -66,6 +66,16 @@ pub enum Finding {
     NotChecked(String),
 }
 
+impl Finding {
+    /// The round-trip time of a reply, when the output showed one.
+    pub fn rtt_ms(&self) -> Option<f64> {
+        match self {
+            Finding::Reachable(_, rtt) => *rtt,
+            _ => None,
+        }
+    }
+}
+
 /// The operator's choices that shape states. Serialized into the
 /// shared-result key, less the RTT thresholds: each caller judges shared
 /// replies by its own (verdict::shared).
