@@ -122,18 +122,15 @@ fn share_selection(
 /// The report of a caller whose deadline passed while another run was
 /// still probing the same selection.
 fn waited_too_long(config: &Config, started: Instant) -> Report {
+    let reason = format!(
+        "no result within {}: another vmnetprobe run was still probing the same VMs (--min-interval)",
+        humantime::format_duration(config.timeout)
+    );
     Report {
-        vms: Vec::new(),
         external_target: config.probe.external,
         thresholds: config.thresholds.clone(),
-        fatal: Some(format!(
-            "no result within {}: another vmnetprobe run was still probing the same VMs (--min-interval)",
-            humantime::format_duration(config.timeout)
-        )),
-        timestamp_ns: crate::report::now_ns(),
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,
-        age_ms: None,
-        no_vms_reason: None,
+        ..Report::failed(reason, crate::report::now_ns())
     }
 }
 
